@@ -1,0 +1,110 @@
+/*
+** pool.c -- the one thread pool: static chunking of [0, n) over nth
+** threads (thread 0 is the caller), per-thread scratch, the abort flag.
+** Workers spin briefly and then sleep on a condition variable, so an idle
+** pool costs nothing while OpenBLAS or Lua runs.
+*/
+#include "nasrt.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXTHREADS 64
+
+static struct {
+    int nth;                       /* threads in use, including the caller */
+    int started;                   /* worker threads created */
+    pthread_t tid[MAXTHREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_uint gen;               /* bumped per job */
+    atomic_int pending;            /* workers still running the job */
+    nr_task_fn fn;
+    void *ctx;
+    int64_t n;
+    int job_nth;
+} P = {.nth = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static atomic_int abort_flag;
+
+void nr_set_abort(int on) { atomic_store(&abort_flag, on); }
+int nr_aborted(void) { return atomic_load_explicit(&abort_flag, memory_order_relaxed); }
+
+static void run_chunk(int ith) {
+    int64_t n = P.n, nth = P.job_nth;
+    int64_t i0 = n * ith / nth, i1 = n * (ith + 1) / nth;
+    if (i1 > i0) P.fn(P.ctx, i0, i1, ith);
+}
+
+static void *worker(void *arg) {
+    int ith = (int)(intptr_t)arg;
+    unsigned seen = atomic_load(&P.gen);
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&P.gen, memory_order_acquire)) == seen && spins < 20000)
+            spins++;
+        if (g == seen) {
+            pthread_mutex_lock(&P.mu);
+            while ((g = atomic_load(&P.gen)) == seen) pthread_cond_wait(&P.cv, &P.mu);
+            pthread_mutex_unlock(&P.mu);
+        }
+        seen = g;
+        if (ith < P.job_nth) run_chunk(ith);
+        atomic_fetch_sub_explicit(&P.pending, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+int nr_num_threads(void) { return P.nth; }
+
+void nr_set_num_threads(int n) {
+    if (n < 1) n = 1;
+    if (n > MAXTHREADS) n = MAXTHREADS;
+    while (P.started < n - 1) {
+        int ith = P.started + 1;
+        if (pthread_create(&P.tid[ith], NULL, worker, (void *)(intptr_t)ith) != 0) break;
+        pthread_detach(P.tid[ith]);
+        P.started++;
+    }
+    P.nth = P.started + 1 < n ? P.started + 1 : n;
+}
+
+void nr_parallel_for(int64_t n, int64_t grain, nr_task_fn fn, void *ctx) {
+    if (n <= 0) return;
+    if (grain < 1) grain = 1;
+    int64_t nth = P.nth;
+    if (nth > n / grain) nth = n / grain;
+    if (nth <= 1) {
+        fn(ctx, 0, n, 0);
+        return;
+    }
+    P.fn = fn;
+    P.ctx = ctx;
+    P.n = n;
+    P.job_nth = (int)nth;
+    atomic_store(&P.pending, P.started);
+    pthread_mutex_lock(&P.mu);
+    atomic_fetch_add_explicit(&P.gen, 1, memory_order_release);
+    pthread_cond_broadcast(&P.cv);
+    pthread_mutex_unlock(&P.mu);
+    run_chunk(0);
+    while (atomic_load_explicit(&P.pending, memory_order_acquire) > 0) { }
+}
+
+/* ------------------------------------------------------------ scratch */
+
+static struct { float *p; size_t n; } scratch[MAXTHREADS];
+
+float *nr_scratch(int ith, size_t nfloat) {
+    NR_ASSERT(ith >= 0 && ith < MAXTHREADS);
+    if (scratch[ith].n < nfloat) {
+        free(scratch[ith].p);
+        size_t bytes = (nfloat * sizeof(float) + 63) & ~(size_t)63;
+        scratch[ith].p = aligned_alloc(64, bytes);
+        scratch[ith].n = scratch[ith].p ? nfloat : 0;
+    }
+    return scratch[ith].p;
+}

@@ -1,0 +1,362 @@
+/*
+** tensor.c -- storage, tensors, views, refcounts, the error buffer and the
+** generator.  Storage blocks are recycled through a small size-keyed cache so
+** a training step does not pay mmap/munmap and page faults for every
+** activation (glibc maps large blocks fresh on each malloc).
+*/
+#include "nasrt.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --------------------------------------------------------------- errors */
+
+static _Thread_local char errbuf[512];
+
+nr_status nr_seterror(nr_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+const char *nr_lasterror(void) { return errbuf; }
+
+void nr_abort_(const char *file, int line, const char *cond) {
+    fprintf(stderr, "nasrt: internal error at %s:%d: %s\n", file, line, cond);
+    abort();
+}
+
+/* ------------------------------------------------------------ allocator */
+
+/* Freed blocks are kept per exact size (sizes repeat step after step) up to
+   a byte budget; anything above the budget goes back to the OS. */
+#define CACHE_SLOTS 4096
+static struct { size_t bytes; void *p; } cache[CACHE_SLOTS];
+static int ncache = 0;
+static size_t cached_bytes = 0;
+static size_t cache_budget = (size_t)4 << 30;
+static size_t live_bytes = 0, peak_bytes = 0;
+
+static void *block_get(size_t bytes) {
+    for (int i = ncache - 1; i >= 0; i--) {
+        if (cache[i].bytes == bytes) {
+            void *p = cache[i].p;
+            cache[i] = cache[--ncache];
+            cached_bytes -= bytes;
+            return p;
+        }
+    }
+    void *p = aligned_alloc(64, bytes);
+    if (!p && ncache > 0) {
+        nr_storage_trim();
+        p = aligned_alloc(64, bytes);
+    }
+    return p;
+}
+
+static void block_put(void *p, size_t bytes) {
+    if (bytes >= 4096 && ncache < CACHE_SLOTS && cached_bytes + bytes <= cache_budget) {
+        cache[ncache].bytes = bytes;
+        cache[ncache].p = p;
+        ncache++;
+        cached_bytes += bytes;
+    } else {
+        free(p);
+    }
+}
+
+void nr_storage_trim(void) {
+    for (int i = 0; i < ncache; i++) free(cache[i].p);
+    ncache = 0;
+    cached_bytes = 0;
+}
+
+size_t nr_live_bytes(void) { return live_bytes; }
+size_t nr_peak_bytes(void) { return peak_bytes; }
+void nr_reset_peak_bytes(void) { peak_bytes = live_bytes; }
+
+nr_storage *nr_storage_new(size_t nfloat) {
+    if (nfloat > ((size_t)1 << 40)) {
+        nr_seterror(NR_ENOMEM, "tensor of %zu elements is too large", nfloat);
+        return NULL;
+    }
+    size_t bytes = (nfloat * sizeof(float) + 63) & ~(size_t)63;
+    if (bytes == 0) bytes = 64;
+    nr_storage *s = malloc(sizeof *s);
+    if (!s) goto oom;
+    s->data = block_get(bytes);
+    if (!s->data) { free(s); goto oom; }
+    s->bytes = bytes;
+    s->refcount = 1;
+    live_bytes += bytes;
+    if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+    return s;
+oom:
+    nr_seterror(NR_ENOMEM, "out of memory allocating %zu bytes", nfloat * sizeof(float));
+    return NULL;
+}
+
+void nr_storage_retain(nr_storage *s) { s->refcount++; }
+
+void nr_storage_release(nr_storage *s) {
+    if (!s || --s->refcount > 0) return;
+    live_bytes -= s->bytes;
+    block_put(s->data, s->bytes);
+    free(s);
+}
+
+/* --------------------------------------------------------------- tensor */
+
+nr_status nr_check_shape(const char *fn, int ndim, const int64_t *ne) {
+    if (ndim < 0 || ndim > NR_MAXDIM)
+        return nr_seterror(NR_ESHAPE, "%s: %d dims (at most %d)", fn, ndim, NR_MAXDIM);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (ne[i] < 0)
+            return nr_seterror(NR_ESHAPE, "%s: negative size %lld in dim %d", fn,
+                               (long long)ne[i], i + 1);
+        if (ne[i] > 0 && n > ((int64_t)1 << 40) / ne[i])
+            return nr_seterror(NR_ENOMEM, "%s: shape too large (over 2^40 elements)", fn);
+        n *= ne[i];
+    }
+    return NR_OK;
+}
+
+static void set_contig_strides(nr_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        t->st[i] = s;
+        s *= t->ne[i];
+    }
+}
+
+static nr_tensor *header_new(int ndim, const int64_t *ne) {
+    nr_tensor *t = calloc(1, sizeof *t);
+    if (!t) {
+        nr_seterror(NR_ENOMEM, "out of memory");
+        return NULL;
+    }
+    t->refcount = 1;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->ne[i] = ne[i];
+    set_contig_strides(t);
+    return t;
+}
+
+nr_tensor *nr_tensor_empty(int ndim, const int64_t *ne) {
+    if (nr_check_shape("tensor", ndim, ne) != NR_OK) return NULL;
+    nr_tensor *t = header_new(ndim, ne);
+    if (!t) return NULL;
+    t->storage = nr_storage_new((size_t)nr_numel(t));
+    if (!t->storage) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+nr_tensor *nr_tensor_zeros(int ndim, const int64_t *ne) {
+    nr_tensor *t = nr_tensor_empty(ndim, ne);
+    if (t) memset(t->storage->data, 0, (size_t)nr_numel(t) * sizeof(float));
+    return t;
+}
+
+nr_tensor *nr_tensor_full(int ndim, const int64_t *ne, float v) {
+    nr_tensor *t = nr_tensor_empty(ndim, ne);
+    if (!t) return NULL;
+    float *d = t->storage->data;
+    int64_t n = nr_numel(t);
+    for (int64_t i = 0; i < n; i++) d[i] = v;
+    return t;
+}
+
+nr_tensor *nr_tensor_empty_like(const nr_tensor *t) { return nr_tensor_empty(t->ndim, t->ne); }
+nr_tensor *nr_tensor_zeros_like(const nr_tensor *t) { return nr_tensor_zeros(t->ndim, t->ne); }
+
+nr_tensor *nr_tensor_rand(int ndim, const int64_t *ne) {
+    nr_tensor *t = nr_tensor_empty(ndim, ne);
+    if (!t) return NULL;
+    nr_rng *r = nr_rng_global();
+    int64_t n = nr_numel(t);
+    for (int64_t i = 0; i < n; i++) t->storage->data[i] = nr_rng_uniform(r);
+    return t;
+}
+
+nr_tensor *nr_tensor_randn(int ndim, const int64_t *ne) {
+    nr_tensor *t = nr_tensor_empty(ndim, ne);
+    if (!t) return NULL;
+    nr_rng *r = nr_rng_global();
+    int64_t n = nr_numel(t);
+    for (int64_t i = 0; i < n; i++) t->storage->data[i] = nr_rng_normal(r);
+    return t;
+}
+
+int64_t nr_numel(const nr_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->ne[i];
+    return n;
+}
+
+int nr_is_contiguous(const nr_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->ne[i] != 1 && t->st[i] != s) return 0;
+        s *= t->ne[i];
+    }
+    return 1;
+}
+
+int nr_same_shape(const nr_tensor *a, const nr_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->ne[i] != b->ne[i]) return 0;
+    return 1;
+}
+
+char *nr_shape_str(const nr_tensor *t, char *buf) {
+    int n = 0;
+    n += snprintf(buf + n, NR_SHAPEBUF - n, "[");
+    for (int i = 0; i < t->ndim && n < NR_SHAPEBUF - 24; i++)
+        n += snprintf(buf + n, NR_SHAPEBUF - n, i ? ",%lld" : "%lld", (long long)t->ne[i]);
+    snprintf(buf + n, NR_SHAPEBUF - n, "]");
+    return buf;
+}
+
+/* Generic strided copy: walks dst's index space in row-major order. */
+void nr_copy_into(nr_tensor *dst, const nr_tensor *src) {
+    int64_t n = nr_numel(dst);
+    NR_ASSERT(n == nr_numel(src));
+    if (nr_is_contiguous(dst) && nr_is_contiguous(src)) {
+        memmove(nr_data(dst), nr_data(src), (size_t)n * sizeof(float));
+        return;
+    }
+    float *d = nr_data(dst);
+    const float *s = nr_data(src);
+    int64_t di[NR_MAXDIM] = {0}, si[NR_MAXDIM] = {0};
+    int64_t doff = 0, soff = 0;
+    /* iterate src's shape for both when they have the same shape; otherwise
+       treat dst as contiguous-ordered numbering (reshape-copy). */
+    if (nr_same_shape(dst, src)) {
+        int nd = src->ndim;
+        int64_t inner = nd ? src->ne[nd - 1] : 1;
+        int64_t dsi = nd ? dst->st[nd - 1] : 1, ssi = nd ? src->st[nd - 1] : 1;
+        for (int64_t k = 0; k < n; k += inner) {
+            for (int64_t j = 0; j < inner; j++) d[doff + j * dsi] = s[soff + j * ssi];
+            for (int i = nd - 2; i >= 0; i--) {
+                di[i]++;
+                doff += dst->st[i];
+                soff += src->st[i];
+                if (di[i] < src->ne[i]) break;
+                doff -= dst->st[i] * src->ne[i];
+                soff -= src->st[i] * src->ne[i];
+                di[i] = 0;
+            }
+        }
+        return;
+    }
+    /* different shapes, same numel: both walked in their own row-major order */
+    for (int64_t k = 0; k < n; k++) {
+        d[doff] = s[soff];
+        for (int i = dst->ndim - 1; i >= 0; i--) {
+            doff += dst->st[i];
+            if (++di[i] < dst->ne[i]) break;
+            doff -= dst->st[i] * dst->ne[i];
+            di[i] = 0;
+        }
+        for (int i = src->ndim - 1; i >= 0; i--) {
+            soff += src->st[i];
+            if (++si[i] < src->ne[i]) break;
+            soff -= src->st[i] * src->ne[i];
+            si[i] = 0;
+        }
+    }
+}
+
+nr_tensor *nr_tensor_clone(const nr_tensor *t) {
+    nr_tensor *c = nr_tensor_empty(t->ndim, t->ne);
+    if (c) nr_copy_into(c, t);
+    return c;
+}
+
+nr_tensor *nr_alias(const nr_tensor *t) {
+    nr_tensor *a = calloc(1, sizeof *a);
+    if (!a) {
+        nr_seterror(NR_ENOMEM, "out of memory");
+        return NULL;
+    }
+    a->refcount = 1;
+    a->ndim = t->ndim;
+    memcpy(a->ne, t->ne, sizeof a->ne);
+    memcpy(a->st, t->st, sizeof a->st);
+    a->offset = t->offset;
+    a->storage = t->storage;
+    nr_storage_retain(a->storage);
+    return a;
+}
+
+nr_tensor *nr_tensor_detach(const nr_tensor *t) { return nr_alias(t); }
+
+void nr_tensor_retain(nr_tensor *t) { t->refcount++; }
+
+void nr_node_release(nr_node *n);
+
+void nr_tensor_release(nr_tensor *t) {
+    if (!t || --t->refcount > 0) return;
+    nr_storage_release(t->storage);
+    nr_tensor_release(t->grad);
+    if (t->node) nr_node_release(t->node);
+    free(t);
+}
+
+/* ------------------------------------------------------------------ RNG */
+/* xoshiro256** (Blackman & Vigna), seeded through splitmix64. */
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+void nr_rng_seed(nr_rng *r, uint64_t seed) {
+    uint64_t x = seed;
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t nr_rng_next(nr_rng *r) {
+    uint64_t *s = r->s;
+    uint64_t result = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+}
+
+float nr_rng_uniform(nr_rng *r) {
+    return (float)(nr_rng_next(r) >> 40) * (1.0f / 16777216.0f);
+}
+
+float nr_rng_normal(nr_rng *r) {
+    /* Box-Muller, one value per call (no cached pair: the state alone is the
+       generator's state, so saving 4 words restores it exactly). */
+    double u1 = ((nr_rng_next(r) >> 11) + 1) * (1.0 / 9007199254740993.0);
+    double u2 = (nr_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static nr_rng global_rng = {{0x853c49e6748fea9bULL, 0xda3e39cb94b95bdbULL,
+                             0x2545f4914f6cdd1dULL, 0x9e3779b97f4a7c15ULL}};
+
+nr_rng *nr_rng_global(void) { return &global_rng; }
+void nr_manual_seed(uint64_t seed) { nr_rng_seed(&global_rng, seed); }

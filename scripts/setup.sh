@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages nasrt needs, only those that are missing.
+# Usage: scripts/setup.sh [--bench]   (--bench adds python3-torch for bench/)
+set -e
+pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem libopenblas-dev zlib1g-dev \
+dataset-fashion-mnist cmake make gcc libreadline-dev"
+[ "$1" = "--bench" ] && pkgs="$pkgs python3-torch python3-numpy"
+missing=""
+for p in $pkgs; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+echo "setup: installing$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq || true
+$SUDO apt-get install -y -qq --no-install-recommends $missing

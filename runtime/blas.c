@@ -26,6 +26,7 @@ void nr_blas_init(void) { openblas_set_num_threads(1); }
 
 void nr_runtime_init(int nthreads) {
     static int done = 0;
+    if (done && nthreads <= 0) return; /* keep what the host chose */
     if (!done) {
         nr_blas_init();
         done = 1;

@@ -64,7 +64,7 @@ NR_API nr_status nr_seterror(nr_status st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 NR_API const char *nr_lasterror(void);
 
-void nr_abort_(const char *file, int line, const char *cond);
+NR_API void nr_abort_(const char *file, int line, const char *cond);
 #define NR_ASSERT(c) ((c) ? (void)0 : nr_abort_(__FILE__, __LINE__, #c))
 
 /* -------------------------------------------------------------- storage */
@@ -315,5 +315,7 @@ NR_API nr_status nr_npy_save(const char *path, const nr_tensor *t);
 /* Retained contiguous version of a (a itself if already contiguous; else a
    recorded copy so gradients still flow). NULL on error. */
 NR_API nr_tensor *nr_contig(const nr_tensor *a);
+/* dst += src, same shape, any strides (dst may be a view into a gradient). */
+NR_API void nr_acc_into(nr_tensor *dst, const nr_tensor *src);
 
 #endif

@@ -1,0 +1,14 @@
+--- nasrt: a Lua-scriptable runtime for neural architecture search.
+-- The C core (tensors, autograd, ops) comes from `nasrt.core`; this file
+-- re-exports it as one flat table and adds the Lua-side sugar.
+-- @module nasrt
+local core = require "nasrt.core"
+
+local nasrt = core
+
+--- Dimensions of a tensor as a string, e.g. "[64,16,28,28]".
+function nasrt.shape_str(t)
+  return "[" .. table.concat(t:shape(), ",") .. "]"
+end
+
+return nasrt

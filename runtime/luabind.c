@@ -1,0 +1,192 @@
+/*
+** luabind.c -- nrL_* helpers: boxed tensors, option tables, error raising.
+*/
+#include "luabind.h"
+
+#include <math.h>
+#include <string.h>
+
+nr_tensor *nrL_totensor(lua_State *L, int idx) {
+    nr_tensor **box = luaL_testudata(L, idx, NR_TENSOR_MT);
+    return box ? *box : NULL;
+}
+
+static const char *fname(lua_State *L) {
+    lua_Debug ar;
+    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) return ar.name;
+    return "?";
+}
+
+nr_tensor *nrL_checktensor(lua_State *L, int idx) {
+    nr_tensor **box = luaL_testudata(L, idx, NR_TENSOR_MT);
+    if (!box) {
+        const char *got = luaL_typename(L, idx);
+        luaL_error(L, "%s: argument #%d: expected tensor, got %s", fname(L), idx, got);
+    }
+    if (!*box) luaL_error(L, "%s: argument #%d: tensor used after close", fname(L), idx);
+    return *box;
+}
+
+nr_tensor *nrL_opttensor(lua_State *L, int idx) {
+    if (lua_isnoneornil(L, idx)) return NULL;
+    return nrL_checktensor(L, idx);
+}
+
+/* GC pressure: Lua sees 8 bytes per tensor; step the collector when many
+   tensor bytes were created since the last nudge. */
+static size_t bytes_since_gc = 0;
+
+void nrL_pushtensor(lua_State *L, nr_tensor *t) {
+    if (!t) nrL_raise(L, NR_ENOMEM);
+    nr_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = t;
+    luaL_setmetatable(L, NR_TENSOR_MT);
+    bytes_since_gc += (size_t)nr_numel(t) * 4 + sizeof *t;
+    if (bytes_since_gc > ((size_t)256 << 20)) {
+        bytes_since_gc = 0;
+        lua_gc(L, LUA_GCSTEP, 4096);
+    }
+}
+
+int nrL_raise(lua_State *L, nr_status st) {
+    const char *msg = nr_lasterror();
+    if (!msg[0]) msg = st == NR_ENOMEM ? "out of memory" : "error";
+    const char *fn = fname(L);
+    size_t n = strlen(fn);
+    if (strncmp(msg, fn, n) == 0 && msg[n] == ':') return luaL_error(L, "%s", msg);
+    return luaL_error(L, "%s: %s", fn, msg);
+}
+
+int nrL_checkshape(lua_State *L, int idx, int64_t *ne, const char *fn) {
+    int nd = 0;
+    if (lua_istable(L, idx)) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+        if (n > NR_MAXDIM) luaL_error(L, "%s: shape has %d dims (at most %d)", fn, (int)n, NR_MAXDIM);
+        for (int i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);
+            int isint;
+            lua_Integer v = lua_tointegerx(L, -1, &isint);
+            if (!isint)
+                luaL_error(L, "%s: shape entry %d is %s, expected an integer", fn, i,
+                           lua_type(L, -1) == LUA_TNUMBER ? "fractional" : luaL_typename(L, -1));
+            lua_pop(L, 1);
+            ne[nd++] = v;
+        }
+    } else {
+        int top = lua_gettop(L);
+        for (int i = idx; i <= top; i++) {
+            if (nd >= NR_MAXDIM) luaL_error(L, "%s: too many dims (at most %d)", fn, NR_MAXDIM);
+            int isint;
+            lua_Integer v = lua_tointegerx(L, i, &isint);
+            if (!isint)
+                luaL_error(L, "%s: argument #%d: expected a shape (table or integers), got %s", fn, i,
+                           lua_type(L, i) == LUA_TNUMBER ? "fractional number" : luaL_typename(L, i));
+            ne[nd++] = v;
+        }
+        if (nd == 0 && top < idx) luaL_error(L, "%s: missing shape", fn);
+    }
+    for (int i = 0; i < nd; i++)
+        if (ne[i] < 0) luaL_error(L, "%s: negative size %I in dim %d", fn, (lua_Integer)ne[i], i + 1);
+    if (nr_check_shape(fn, nd, ne) != NR_OK) luaL_error(L, "%s", nr_lasterror());
+    return nd;
+}
+
+void nrL_checkopts(lua_State *L, int idx, const char *fn, const char *const *allowed) {
+    if (lua_isnoneornil(L, idx)) return;
+    if (!lua_istable(L, idx))
+        luaL_error(L, "%s: options must be a table, got %s", fn, luaL_typename(L, idx));
+    idx = lua_absindex(L, idx);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "%s: option keys must be names", fn);
+        const char *k = lua_tostring(L, -1);
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = strcmp(*a, k) == 0;
+        if (!ok) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (const char *const *a = allowed; *a; a++) {
+                if (a != allowed) luaL_addstring(&b, ", ");
+                luaL_addstring(&b, *a);
+            }
+            luaL_pushresult(&b);
+            luaL_error(L, "%s: unknown option '%s' (expected one of: %s)", fn, k, lua_tostring(L, -1));
+        }
+    }
+}
+
+static int getfield(lua_State *L, int idx, const char *key) {
+    if (lua_isnoneornil(L, idx)) return 0;
+    lua_getfield(L, idx, key);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    return 1;
+}
+
+int64_t nrL_optint_field(lua_State *L, int idx, const char *key, int64_t def, const char *fn) {
+    if (!getfield(L, idx, key)) return def;
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint) luaL_error(L, "%s: option '%s' must be an integer, got %s", fn, key,
+                           lua_type(L, -1) == LUA_TNUMBER ? "a fractional number" : luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return v;
+}
+
+void nrL_optpair_field(lua_State *L, int idx, const char *key, int64_t def, int64_t out[2],
+                       const char *fn) {
+    out[0] = out[1] = def;
+    if (!getfield(L, idx, key)) return;
+    if (lua_istable(L, -1)) {
+        if (lua_rawlen(L, -1) != 2) luaL_error(L, "%s: option '%s' must be a number or a pair {h, w}", fn, key);
+        for (int i = 0; i < 2; i++) {
+            lua_rawgeti(L, -1, i + 1);
+            int isint;
+            lua_Integer v = lua_tointegerx(L, -1, &isint);
+            if (!isint) luaL_error(L, "%s: option '%s'[%d] must be an integer", fn, key, i + 1);
+            out[i] = v;
+            lua_pop(L, 1);
+        }
+    } else {
+        int isint;
+        lua_Integer v = lua_tointegerx(L, -1, &isint);
+        if (!isint) luaL_error(L, "%s: option '%s' must be an integer or a pair {h, w}, got %s", fn, key,
+                               lua_type(L, -1) == LUA_TNUMBER ? "a fractional number" : luaL_typename(L, -1));
+        out[0] = out[1] = v;
+    }
+    lua_pop(L, 1);
+}
+
+double nrL_optnum_field(lua_State *L, int idx, const char *key, double def, const char *fn) {
+    if (!getfield(L, idx, key)) return def;
+    int isnum;
+    lua_Number v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum) luaL_error(L, "%s: option '%s' must be a number, got %s", fn, key, luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return v;
+}
+
+int nrL_optbool_field(lua_State *L, int idx, const char *key, int def, const char *fn) {
+    if (!getfield(L, idx, key)) return def;
+    if (!lua_isboolean(L, -1))
+        luaL_error(L, "%s: option '%s' must be a boolean, got %s", fn, key, luaL_typename(L, -1));
+    int v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+int nrL_checkdim(lua_State *L, int idx, int ndim, const char *fn) {
+    int isint;
+    lua_Integer d = lua_tointegerx(L, idx, &isint);
+    if (!isint) luaL_error(L, "%s: dim must be an integer, got %s", fn, luaL_typename(L, idx));
+    int n = ndim == 0 ? 1 : ndim;
+    if (d < -n || d > n || d == 0)
+        luaL_error(L, "%s: dim %d out of range for a %d-dim tensor (1-based; negative counts from the end)",
+                   fn, (int)d, ndim);
+    return d > 0 ? (int)d - 1 : (int)(n + d);
+}
+
+void nrL_setfuncs(lua_State *L, const luaL_Reg *l) { luaL_setfuncs(L, l, 0); }

@@ -1,0 +1,686 @@
+/*
+** norm.c -- batch_norm, softmax, log_softmax and cross_entropy, forward and
+** backward, with PyTorch semantics.
+**
+** Every reduction runs wholly inside one task in a fixed order (channels for
+** batch norm, rows or column blocks for softmax, rows for cross entropy, then
+** a serial sum), so results do not depend on the number of threads.
+*/
+#include "nasrt.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------- helpers */
+
+/* sum(p[0..n)) in double, 8 independent lanes so it vectorises. */
+static inline double dsum(const float *p, int64_t n) {
+    double l[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) l[j] += p[i + j];
+    double s = 0;
+    for (; i < n; i++) s += p[i];
+    return s + ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
+/* sum((p - mean)^2) in double */
+static inline double dsumsq(const float *p, int64_t n, double mean) {
+    double l[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double d = p[i + j] - mean;
+            l[j] += d * d;
+        }
+    double s = 0;
+    for (; i < n; i++) {
+        double d = p[i] - mean;
+        s += d * d;
+    }
+    return s + ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
+/* sum(g) and sum(g * (x - mean)) in double */
+static inline void dsum_gx(const float *g, const float *x, int64_t n, double mean,
+                           double *sg, double *sgx) {
+    double a[8] = {0}, b[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            double gv = g[i + j];
+            a[j] += gv;
+            b[j] += gv * (x[i + j] - mean);
+        }
+    double s1 = 0, s2 = 0;
+    for (; i < n; i++) {
+        s1 += g[i];
+        s2 += (double)g[i] * (x[i] - mean);
+    }
+    for (int j = 0; j < 8; j++) {
+        s1 += a[j];
+        s2 += b[j];
+    }
+    *sg += s1;
+    *sgx += s2;
+}
+
+/* A contiguous gradient (gout normally is; be defensive). +1 */
+static nr_tensor *contig_plain(const nr_tensor *t) {
+    if (nr_is_contiguous(t)) {
+        nr_tensor_retain((nr_tensor *)t);
+        return (nr_tensor *)t;
+    }
+    return nr_tensor_clone(t);
+}
+
+/* ---------------------------------------------------------- batch norm */
+
+typedef struct {
+    const float *x;
+    float *y;
+    int64_t N, C, S;
+    int training;
+    double momentum, eps;
+    float *rm, *rv;
+    int64_t rms, rvs;
+    const float *w, *b;
+    int64_t ws, bs;
+    double *mean, *invstd;   /* [C] each */
+    double *acc;             /* [C] work */
+    float *sc, *sh;          /* [C] work: y = (x - mean) * sc + sh */
+    float *mf;               /* [C] mean as float */
+} bn_fwd;
+
+static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    bn_fwd *j = ctx;
+    const int64_t N = j->N, C = j->C, S = j->S;
+    const float *x = j->x;
+    if (j->training) {
+        double M = (double)N * (double)S;
+        double *acc = j->acc;
+        for (int64_t c = c0; c < c1; c++) acc[c] = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *xb = x + n * C * S;
+            if (S == 1)
+                for (int64_t c = c0; c < c1; c++) acc[c] += xb[c];
+            else
+                for (int64_t c = c0; c < c1; c++) acc[c] += dsum(xb + c * S, S);
+        }
+        for (int64_t c = c0; c < c1; c++) {
+            j->mean[c] = acc[c] / M;
+            acc[c] = 0;
+        }
+        for (int64_t n = 0; n < N; n++) {
+            const float *xb = x + n * C * S;
+            if (S == 1)
+                for (int64_t c = c0; c < c1; c++) {
+                    double d = xb[c] - j->mean[c];
+                    acc[c] += d * d;
+                }
+            else
+                for (int64_t c = c0; c < c1; c++) acc[c] += dsumsq(xb + c * S, S, j->mean[c]);
+        }
+        for (int64_t c = c0; c < c1; c++) {
+            double var = acc[c] / M;
+            j->invstd[c] = 1.0 / sqrt(var + j->eps);
+            double m = j->momentum;
+            if (j->rm) {
+                float *r = j->rm + c * j->rms;
+                *r = (float)((1.0 - m) * *r + m * j->mean[c]);
+            }
+            if (j->rv) {
+                float *r = j->rv + c * j->rvs;
+                *r = (float)((1.0 - m) * *r + m * (acc[c] / (M - 1.0)));
+            }
+        }
+    } else {
+        for (int64_t c = c0; c < c1; c++) {
+            j->mean[c] = j->rm[c * j->rms];
+            j->invstd[c] = 1.0 / sqrt((double)j->rv[c * j->rvs] + j->eps);
+        }
+    }
+    for (int64_t c = c0; c < c1; c++) {
+        double w = j->w ? j->w[c * j->ws] : 1.0;
+        j->sc[c] = (float)(w * j->invstd[c]);
+        j->sh[c] = j->b ? j->b[c * j->bs] : 0.0f;
+        j->mf[c] = (float)j->mean[c];
+    }
+    float *y = j->y;
+    for (int64_t n = 0; n < N; n++) {
+        const float *xb = x + n * C * S;
+        float *yb = y + n * C * S;
+        if (S == 1) {
+            for (int64_t c = c0; c < c1; c++) yb[c] = (xb[c] - j->mf[c]) * j->sc[c] + j->sh[c];
+        } else {
+            for (int64_t c = c0; c < c1; c++) {
+                const float *xp = xb + c * S;
+                float *yp = yb + c * S;
+                const float m = j->mf[c], s = j->sc[c], h = j->sh[c];
+                for (int64_t i = 0; i < S; i++) yp[i] = (xp[i] - m) * s + h;
+            }
+        }
+    }
+}
+
+typedef struct {
+    const float *x, *g, *w;
+    int64_t ws;
+    float *gx, *gw, *gb;
+    int64_t N, C, S;
+    int training;
+    const double *mean, *invstd;
+    double *sg, *sgx;     /* [C] work */
+    float *k1, *k2, *k3, *mf; /* [C] work */
+} bn_bwd;
+
+static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    bn_bwd *j = ctx;
+    const int64_t N = j->N, C = j->C, S = j->S;
+    const double M = (double)N * (double)S;
+    int need_sums = j->training || j->gw || j->gb;
+    if (need_sums) {
+        for (int64_t c = c0; c < c1; c++) j->sg[c] = j->sgx[c] = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *xb = j->x + n * C * S, *gb = j->g + n * C * S;
+            if (S == 1)
+                for (int64_t c = c0; c < c1; c++) {
+                    double gv = gb[c];
+                    j->sg[c] += gv;
+                    j->sgx[c] += gv * (xb[c] - j->mean[c]);
+                }
+            else
+                for (int64_t c = c0; c < c1; c++)
+                    dsum_gx(gb + c * S, xb + c * S, S, j->mean[c], &j->sg[c], &j->sgx[c]);
+        }
+        for (int64_t c = c0; c < c1; c++) {
+            if (j->gw) j->gw[c] += (float)(j->sgx[c] * j->invstd[c]);
+            if (j->gb) j->gb[c] += (float)j->sg[c];
+        }
+    }
+    if (!j->gx) return;
+    for (int64_t c = c0; c < c1; c++) {
+        double w = j->w ? j->w[c * j->ws] : 1.0;
+        double is = j->invstd[c];
+        double k1 = w * is;
+        j->k1[c] = (float)k1;
+        if (j->training) {
+            /* dx = k1 * (g - mean(g) - xhat * mean(g * xhat)) */
+            j->k2[c] = (float)(-k1 * is * is * j->sgx[c] / M);
+            j->k3[c] = (float)(-k1 * j->sg[c] / M);
+        } else {
+            j->k2[c] = 0;
+            j->k3[c] = 0;
+        }
+        j->mf[c] = (float)j->mean[c];
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const float *xb = j->x + n * C * S, *gb = j->g + n * C * S;
+        float *db = j->gx + n * C * S;
+        if (S == 1) {
+            for (int64_t c = c0; c < c1; c++)
+                db[c] += j->k1[c] * gb[c] + j->k2[c] * (xb[c] - j->mf[c]) + j->k3[c];
+        } else {
+            for (int64_t c = c0; c < c1; c++) {
+                const float *xp = xb + c * S, *gp = gb + c * S;
+                float *dp = db + c * S;
+                const float k1 = j->k1[c], k2 = j->k2[c], k3 = j->k3[c], m = j->mf[c];
+                if (k2 == 0 && k3 == 0)
+                    for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i];
+                else
+                    for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i] + k2 * (xp[i] - m) + k3;
+            }
+        }
+    }
+}
+
+static int64_t bn_grain(int64_t per_channel) {
+    int64_t g = 32768 / (per_channel > 0 ? per_channel : 1);
+    return g < 1 ? 1 : g;
+}
+
+static nr_status bn_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
+    const nr_tensor *x = nd->in[0], *w = nd->in[1];
+    int64_t N = x->ne[0], C = x->ne[1], S = 1;
+    for (int i = 2; i < x->ndim; i++) S *= x->ne[i];
+    nr_tensor *g = contig_plain(gout);
+    if (!g) return NR_ENOMEM;
+    char *work = malloc((size_t)C * (2 * sizeof(double) + 4 * sizeof(float)) + 64);
+    if (!work) {
+        nr_tensor_release(g);
+        return nr_seterror(NR_ENOMEM, "batch_norm backward: out of memory");
+    }
+    const double *stats = nd->extra;
+    bn_bwd j = {
+        .x = nr_data(x), .g = nr_data(g),
+        .w = w ? nr_data(w) : NULL, .ws = w ? w->st[0] : 0,
+        .gx = gin[0] ? nr_data(gin[0]) : NULL,
+        .gw = gin[1] ? nr_data(gin[1]) : NULL,
+        .gb = gin[2] ? nr_data(gin[2]) : NULL,
+        .N = N, .C = C, .S = S, .training = (int)nd->p.i[0],
+        .mean = stats, .invstd = stats + C,
+        .sg = (double *)work, .sgx = (double *)work + C,
+    };
+    float *fw = (float *)((double *)work + 2 * C);
+    j.k1 = fw;
+    j.k2 = fw + C;
+    j.k3 = fw + 2 * C;
+    j.mf = fw + 3 * C;
+    nr_parallel_for(C, bn_grain(N * S), bn_bwd_task, &j);
+    free(work);
+    nr_tensor_release(g);
+    return NR_OK;
+}
+
+static nr_status bn_check_vec(const char *what, const nr_tensor *v, const nr_tensor *x) {
+    if (!v) return NR_OK;
+    if (v->ndim != 1 || v->ne[0] != x->ne[1]) {
+        char b1[NR_SHAPEBUF], b2[NR_SHAPEBUF];
+        return nr_seterror(NR_ESHAPE, "batch_norm: %s has shape %s but input %s has %lld channels",
+                           what, nr_shape_str(v, b1), nr_shape_str(x, b2), (long long)x->ne[1]);
+    }
+    return NR_OK;
+}
+
+nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
+                        nr_tensor *running_mean, nr_tensor *running_var,
+                        const nr_tensor *weight, const nr_tensor *bias,
+                        const nr_bn_params *p) {
+    char b1[NR_SHAPEBUF];
+    *out = NULL;
+    nr_bn_params defaults = {1, 0.1, 1e-5};
+    if (!p) p = &defaults;
+    if (x->ndim < 2)
+        return nr_seterror(NR_ESHAPE, "batch_norm: input %s needs at least 2 dims [N,C,...]",
+                           nr_shape_str(x, b1));
+    nr_status st;
+    if ((st = bn_check_vec("running_mean", running_mean, x)) != NR_OK) return st;
+    if ((st = bn_check_vec("running_var", running_var, x)) != NR_OK) return st;
+    if ((st = bn_check_vec("weight", weight, x)) != NR_OK) return st;
+    if ((st = bn_check_vec("bias", bias, x)) != NR_OK) return st;
+    if (!(p->eps >= 0))
+        return nr_seterror(NR_EUSAGE, "batch_norm: eps must be >= 0, got %g", p->eps);
+    int64_t N = x->ne[0], C = x->ne[1], S = 1;
+    for (int i = 2; i < x->ndim; i++) S *= x->ne[i];
+    if (p->training) {
+        if (N * S <= 1)
+            return nr_seterror(NR_ESHAPE,
+                               "batch_norm: expected more than 1 value per channel when "
+                               "training, got input %s", nr_shape_str(x, b1));
+    } else if (!running_mean || !running_var) {
+        return nr_seterror(NR_EUSAGE,
+                           "batch_norm: eval mode (training=false) needs running_mean and "
+                           "running_var");
+    }
+    nr_tensor *xc = nr_contig(x);
+    if (!xc) return NR_ENOMEM;
+    nr_tensor *y = nr_tensor_empty(x->ndim, x->ne);
+    double *stats = malloc((size_t)(C > 0 ? C : 1) * 3 * sizeof(double));
+    float *fw = malloc((size_t)(C > 0 ? C : 1) * 3 * sizeof(float));
+    if (!y || !stats || !fw) {
+        nr_tensor_release(xc);
+        nr_tensor_release(y);
+        free(stats);
+        free(fw);
+        return nr_seterror(NR_ENOMEM, "batch_norm: out of memory");
+    }
+    bn_fwd j = {
+        .x = nr_data(xc), .y = nr_data(y), .N = N, .C = C, .S = S,
+        .training = p->training != 0, .momentum = p->momentum, .eps = p->eps,
+        .rm = running_mean ? nr_data(running_mean) : NULL,
+        .rv = running_var ? nr_data(running_var) : NULL,
+        .rms = running_mean ? running_mean->st[0] : 0,
+        .rvs = running_var ? running_var->st[0] : 0,
+        .w = weight ? nr_data(weight) : NULL, .ws = weight ? weight->st[0] : 0,
+        .b = bias ? nr_data(bias) : NULL, .bs = bias ? bias->st[0] : 0,
+        .mean = stats, .invstd = stats + C, .acc = stats + 2 * C,
+        .sc = fw, .sh = fw + C, .mf = fw + 2 * C,
+    };
+    nr_parallel_for(C, bn_grain(N * S), bn_fwd_task, &j);
+    free(fw);
+    nr_tensor *in[3] = {xc, (nr_tensor *)weight, (nr_tensor *)bias};
+    nr_node *nd = nr_record(y, "batch_norm", bn_backward, 3, in);
+    if (nd) {
+        nd->p.i[0] = j.training;
+        nd->extra = stats; /* mean[C], invstd[C] (the tail is unused) */
+    } else {
+        free(stats);
+    }
+    nr_tensor_release(xc);
+    *out = y;
+    return NR_OK;
+}
+
+/* --------------------------------------------------- softmax, log_softmax */
+
+#define SM_IB 256 /* inner columns per task when the dim is not the last */
+
+typedef struct {
+    const float *x, *g;
+    float *y;
+    int64_t O, K, I, nblk;
+    int logmode;
+} sm_job;
+
+/* Forward over rows (dim is the last one, or I == 1). */
+static void sm_rows_task(void *ctx, int64_t r0, int64_t r1, int ith) {
+    sm_job *j = ctx;
+    const int64_t K = j->K;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *x = j->x + r * K;
+        float *y = j->y + r * K;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < K; k++) mx = x[k] > mx ? x[k] : mx;
+        double s = 0;
+        if (j->logmode) {
+            for (int64_t k = 0; k < K; k++) s += expf(x[k] - mx);
+            float lse = mx + (float)log(s);
+            for (int64_t k = 0; k < K; k++) y[k] = x[k] - lse;
+        } else {
+            for (int64_t k = 0; k < K; k++) {
+                float e = expf(x[k] - mx);
+                y[k] = e;
+                s += e;
+            }
+            float inv = (float)(1.0 / s);
+            for (int64_t k = 0; k < K; k++) y[k] *= inv;
+        }
+    }
+}
+
+/* Forward over blocks of inner columns (dim is not the last one). */
+static void sm_cols_task(void *ctx, int64_t t0, int64_t t1, int ith) {
+    sm_job *j = ctx;
+    const int64_t K = j->K, I = j->I;
+    float mx[SM_IB];
+    double s[SM_IB];
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t o = t / j->nblk, i0 = (t % j->nblk) * SM_IB;
+        int64_t nb = I - i0 < SM_IB ? I - i0 : SM_IB;
+        const float *x = j->x + o * K * I + i0;
+        float *y = j->y + o * K * I + i0;
+        for (int64_t i = 0; i < nb; i++) {
+            mx[i] = -INFINITY;
+            s[i] = 0;
+        }
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t i = 0; i < nb; i++) mx[i] = x[k * I + i] > mx[i] ? x[k * I + i] : mx[i];
+        if (j->logmode) {
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++) s[i] += expf(x[k * I + i] - mx[i]);
+            for (int64_t i = 0; i < nb; i++) mx[i] += (float)log(s[i]);
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++) y[k * I + i] = x[k * I + i] - mx[i];
+        } else {
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++) {
+                    float e = expf(x[k * I + i] - mx[i]);
+                    y[k * I + i] = e;
+                    s[i] += e;
+                }
+            for (int64_t i = 0; i < nb; i++) mx[i] = (float)(1.0 / s[i]);
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++) y[k * I + i] *= mx[i];
+        }
+    }
+}
+
+/* Backward: x here is the saved output y, y is the input gradient (+=).
+   softmax: dx = y * (g - sum(g * y));  log_softmax: dx = g - exp(y) * sum(g) */
+static void sm_bwd_rows_task(void *ctx, int64_t r0, int64_t r1, int ith) {
+    sm_job *j = ctx;
+    const int64_t K = j->K;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *y = j->x + r * K, *g = j->g + r * K;
+        float *d = j->y + r * K;
+        double s = 0;
+        if (j->logmode) {
+            for (int64_t k = 0; k < K; k++) s += g[k];
+            float sf = (float)s;
+            for (int64_t k = 0; k < K; k++) d[k] += g[k] - expf(y[k]) * sf;
+        } else {
+            for (int64_t k = 0; k < K; k++) s += (double)g[k] * y[k];
+            float sf = (float)s;
+            for (int64_t k = 0; k < K; k++) d[k] += y[k] * (g[k] - sf);
+        }
+    }
+}
+
+static void sm_bwd_cols_task(void *ctx, int64_t t0, int64_t t1, int ith) {
+    sm_job *j = ctx;
+    const int64_t K = j->K, I = j->I;
+    double s[SM_IB];
+    float sf[SM_IB];
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t o = t / j->nblk, i0 = (t % j->nblk) * SM_IB;
+        int64_t nb = I - i0 < SM_IB ? I - i0 : SM_IB;
+        const float *y = j->x + o * K * I + i0, *g = j->g + o * K * I + i0;
+        float *d = j->y + o * K * I + i0;
+        for (int64_t i = 0; i < nb; i++) s[i] = 0;
+        if (j->logmode) {
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++) s[i] += g[k * I + i];
+            for (int64_t i = 0; i < nb; i++) sf[i] = (float)s[i];
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++)
+                    d[k * I + i] += g[k * I + i] - expf(y[k * I + i]) * sf[i];
+        } else {
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++) s[i] += (double)g[k * I + i] * y[k * I + i];
+            for (int64_t i = 0; i < nb; i++) sf[i] = (float)s[i];
+            for (int64_t k = 0; k < K; k++)
+                for (int64_t i = 0; i < nb; i++)
+                    d[k * I + i] += y[k * I + i] * (g[k * I + i] - sf[i]);
+        }
+    }
+}
+
+static void sm_split(const nr_tensor *t, int dim, int64_t *O, int64_t *K, int64_t *I) {
+    *O = 1;
+    *K = 1;
+    *I = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        if (i < dim) *O *= t->ne[i];
+        else if (i == dim) *K = t->ne[i];
+        else *I *= t->ne[i];
+    }
+}
+
+static void sm_run(sm_job *j, int bwd) {
+    int64_t K = j->K > 0 ? j->K : 1;
+    if (j->I == 1) {
+        int64_t grain = 16384 / K;
+        nr_parallel_for(j->O, grain < 1 ? 1 : grain, bwd ? sm_bwd_rows_task : sm_rows_task, j);
+    } else {
+        j->nblk = (j->I + SM_IB - 1) / SM_IB;
+        int64_t per = K * (j->I < SM_IB ? j->I : SM_IB);
+        int64_t grain = 16384 / per;
+        nr_parallel_for(j->O * j->nblk, grain < 1 ? 1 : grain,
+                        bwd ? sm_bwd_cols_task : sm_cols_task, j);
+    }
+}
+
+static nr_status sm_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
+    if (!gin[0]) return NR_OK;
+    nr_tensor *g = contig_plain(gout);
+    if (!g) return NR_ENOMEM;
+    const nr_tensor *y = nd->saved[0];
+    sm_job j = {.x = nr_data(y), .g = nr_data(g), .y = nr_data(gin[0]),
+                .logmode = (int)nd->p.i[1]};
+    sm_split(y, (int)nd->p.i[0], &j.O, &j.K, &j.I);
+    sm_run(&j, 1);
+    nr_tensor_release(g);
+    return NR_OK;
+}
+
+static nr_status softmax_impl(nr_tensor **out, const nr_tensor *x, int dim, int logmode) {
+    const char *fn = logmode ? "log_softmax" : "softmax";
+    *out = NULL;
+    int nd = x->ndim;
+    if (dim < 0 || dim >= (nd > 0 ? nd : 1)) {
+        char b1[NR_SHAPEBUF];
+        return nr_seterror(NR_EUSAGE, "%s: dim %d out of range for input %s", fn, dim,
+                           nr_shape_str(x, b1));
+    }
+    nr_tensor *xc = nr_contig(x);
+    if (!xc) return NR_ENOMEM;
+    nr_tensor *y = nr_tensor_empty(x->ndim, x->ne);
+    if (!y) {
+        nr_tensor_release(xc);
+        return NR_ENOMEM;
+    }
+    sm_job j = {.x = nr_data(xc), .y = nr_data(y), .logmode = logmode};
+    sm_split(xc, dim, &j.O, &j.K, &j.I);
+    if (nr_numel(y) > 0) sm_run(&j, 0);
+    nr_node *n = nr_record(y, fn, sm_backward, 1, &xc);
+    if (n) {
+        n->p.i[0] = dim;
+        n->p.i[1] = logmode;
+        nr_tensor *al = nr_alias(y);
+        if (!al) {
+            nr_tensor_release(xc);
+            nr_tensor_release(y);
+            return NR_ENOMEM;
+        }
+        nr_save(n, 0, al);
+        nr_tensor_release(al);
+    }
+    nr_tensor_release(xc);
+    *out = y;
+    return NR_OK;
+}
+
+nr_status nr_softmax(nr_tensor **out, const nr_tensor *x, int dim) {
+    return softmax_impl(out, x, dim, 0);
+}
+
+nr_status nr_log_softmax(nr_tensor **out, const nr_tensor *x, int dim) {
+    return softmax_impl(out, x, dim, 1);
+}
+
+/* ------------------------------------------------------- cross entropy */
+
+typedef struct {
+    const float *z, *g;
+    float *dz;
+    const int64_t *t;
+    double *lse, *loss;
+    int64_t N, K;
+    double ls;
+    float scale;
+} ce_job;
+
+static void ce_fwd_task(void *ctx, int64_t r0, int64_t r1, int ith) {
+    ce_job *j = ctx;
+    const int64_t K = j->K;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *z = j->z + r * K;
+        float mx = -INFINITY;
+        for (int64_t k = 0; k < K; k++) mx = z[k] > mx ? z[k] : mx;
+        double s = 0, sz = 0;
+        for (int64_t k = 0; k < K; k++) {
+            s += expf(z[k] - mx);
+            sz += z[k];
+        }
+        double lse = mx + log(s);
+        j->lse[r] = lse;
+        double nll = lse - z[j->t[r]];
+        double smooth = lse - sz / (double)K;
+        j->loss[r] = (1.0 - j->ls) * nll + j->ls * smooth;
+    }
+}
+
+/* dz += scale * (softmax(z) - (1 - ls) * onehot(t) - ls / K) */
+static void ce_bwd_task(void *ctx, int64_t r0, int64_t r1, int ith) {
+    ce_job *j = ctx;
+    const int64_t K = j->K;
+    const float sc = j->scale;
+    const float off = (float)(j->ls / (double)K);
+    const float hit = (float)(1.0 - j->ls);
+    for (int64_t r = r0; r < r1; r++) {
+        const float *z = j->z + r * K;
+        float *d = j->dz + r * K;
+        const float lse = (float)j->lse[r];
+        for (int64_t k = 0; k < K; k++) d[k] += sc * (expf(z[k] - lse) - off);
+        d[j->t[r]] -= sc * hit;
+    }
+}
+
+static nr_status ce_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
+    if (!gin[0]) return NR_OK;
+    const nr_tensor *z = nd->in[0];
+    int64_t N = z->ne[0], K = z->ne[1];
+    if (N == 0) return NR_OK;
+    ce_job j = {.z = nr_data(z), .dz = nr_data(gin[0]), .N = N, .K = K,
+                .ls = nd->p.f[0]};
+    j.t = nd->extra;
+    j.lse = (double *)((int64_t *)nd->extra + N);
+    j.scale = (float)((double)nr_data(gout)[0] / (double)N);
+    int64_t grain = 16384 / K;
+    nr_parallel_for(N, grain < 1 ? 1 : grain, ce_bwd_task, &j);
+    return NR_OK;
+}
+
+nr_status nr_cross_entropy(nr_tensor **out, const nr_tensor *logits,
+                           const nr_tensor *targets, double label_smoothing) {
+    char b1[NR_SHAPEBUF], b2[NR_SHAPEBUF];
+    *out = NULL;
+    if (logits->ndim != 2)
+        return nr_seterror(NR_ESHAPE, "cross_entropy: logits %s must be 2-D [N,K]",
+                           nr_shape_str(logits, b1));
+    int64_t N = logits->ne[0], K = logits->ne[1];
+    if (targets->ndim != 1 || targets->ne[0] != N)
+        return nr_seterror(NR_ESHAPE,
+                           "cross_entropy: targets %s must be 1-D with one class id per row of "
+                           "logits %s", nr_shape_str(targets, b1), nr_shape_str(logits, b2));
+    if (K == 0)
+        return nr_seterror(NR_ESHAPE, "cross_entropy: logits %s have no classes",
+                           nr_shape_str(logits, b1));
+    if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
+        return nr_seterror(NR_EUSAGE, "cross_entropy: label_smoothing must be in [0, 1], got %g",
+                           label_smoothing);
+    char *extra = malloc((size_t)(N > 0 ? N : 1) * (sizeof(int64_t) + 2 * sizeof(double)));
+    if (!extra) return nr_seterror(NR_ENOMEM, "cross_entropy: out of memory");
+    int64_t *t = (int64_t *)extra;
+    double *lse = (double *)(t + N), *loss = lse + N;
+    const float *td = nr_data(targets);
+    for (int64_t i = 0; i < N; i++) {
+        float v = td[i * targets->st[0]];
+        if (!(v == floorf(v)))
+            return free(extra), nr_seterror(NR_EUSAGE,
+                                            "cross_entropy: target %g (row %lld) is not an "
+                                            "integer class id", (double)v, (long long)i + 1);
+        if (v < 0 || v >= (float)K)
+            return free(extra), nr_seterror(NR_EUSAGE,
+                                            "cross_entropy: target %g (row %lld) is out of "
+                                            "range for %lld classes (expected 0..%lld)",
+                                            (double)v, (long long)i + 1, (long long)K,
+                                            (long long)K - 1);
+        t[i] = (int64_t)v;
+    }
+    nr_tensor *zc = nr_contig(logits);
+    nr_tensor *y = zc ? nr_tensor_empty(0, NULL) : NULL;
+    if (!y) {
+        nr_tensor_release(zc);
+        free(extra);
+        return NR_ENOMEM;
+    }
+    ce_job j = {.z = nr_data(zc), .t = t, .lse = lse, .loss = loss, .N = N, .K = K,
+                .ls = label_smoothing};
+    int64_t grain = 16384 / K;
+    nr_parallel_for(N, grain < 1 ? 1 : grain, ce_fwd_task, &j);
+    double s = 0;
+    for (int64_t i = 0; i < N; i++) s += loss[i];
+    nr_data(y)[0] = N > 0 ? (float)(s / (double)N) : NAN;
+    nr_node *n = nr_record(y, "cross_entropy", ce_backward, 1, &zc);
+    if (n) {
+        n->p.f[0] = label_smoothing;
+        n->extra = extra;
+    } else {
+        free(extra);
+    }
+    nr_tensor_release(zc);
+    *out = y;
+    return NR_OK;
+}

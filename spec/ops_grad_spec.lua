@@ -1,0 +1,149 @@
+-- Gradient checks (central differences) for every differentiable op of
+-- nasrt.F, table-driven: each row names the op, a function of the inputs,
+-- and the input shapes.
+local nasrt = require "nasrt"
+local F = nasrt.F
+local H = require "helpers"
+
+local function away_from_zero(shape)
+  -- values in +-[0.2, 1.2]: keeps relu/abs/max_pool away from their kinks
+  local t = nasrt.rand(shape) + 0.2
+  local s = nasrt.rand(shape):sub(0.5):scale(1e6):sigmoid() -- ~0 or ~1
+  return nasrt.no_grad(function() return (t * (s * 2 - 1)) end):requires_grad(true)
+end
+
+local function positive(shape)
+  return nasrt.no_grad(function() return nasrt.rand(shape) + 0.5 end):requires_grad(true)
+end
+
+local RM, RV = nasrt.randn({3}), nasrt.rand({3}) + 0.5
+
+local cases = {
+  {"add", function(a, b) return F.add(a, b) end, {{3, 4}, {3, 4}}},
+  {"add broadcast per-channel", function(a, b) return a + b end, {{2, 3, 4, 4}, {3, 1, 1}}},
+  {"sub broadcast row", function(a, b) return a - b end, {{3, 5}, {5}}},
+  {"mul scalar weight", function(a, b) return F.mul(a, b) end, {{}, {2, 3, 4}}},
+  {"mul per-channel", function(a, b) return a * b end, {{2, 3, 2, 2}, {1, 3, 1, 1}}},
+  {"div", function(a, b) return a / b end, {{3, 4}, "pos:3,4"}},
+  {"div broadcast", function(a, b) return a / b end, {{2, 3}, "pos:1,3"}},
+  {"neg", function(a) return -a end, {{5}}},
+  {"relu", F.relu, {"kink:4,5"}},
+  {"sigmoid", F.sigmoid, {{4, 5}}},
+  {"tanh", F.tanh, {{4, 5}}},
+  {"exp", F.exp, {{4, 5}}},
+  {"log", F.log, {"pos:4,5"}},
+  {"sqrt", F.sqrt, {"pos:4,5"}},
+  {"abs", F.abs, {"kink:4,5"}},
+  {"pow", function(a) return F.pow(a, 3) end, {{4, 5}}},
+  {"scale", function(a) return F.scale(a, 2.5, 1) end, {{4, 5}}},
+  {"sum all", function(a) return F.sum(a) end, {{3, 4}}},
+  {"sum dim", function(a) return F.sum(a, 2) end, {{3, 4, 2}}},
+  {"sum dim keepdim", function(a) return F.sum(a, -1, true) end, {{3, 4, 2}}},
+  {"mean all", function(a) return F.mean(a) end, {{3, 4}}},
+  {"mean dim", function(a) return F.mean(a, 1) end, {{3, 4}}},
+  {"max dim", function(a) return (F.max(a, 2)) end, {{3, 6}}},
+  {"reshape", function(a) return F.reshape(a, {4, 3}) end, {{3, 4}}},
+  {"narrow", function(a) return F.narrow(a, 2, 2, 3) end, {{3, 6}}},
+  {"narrow of narrow", function(a) return F.narrow(F.narrow(a, 1, 2, 2), 2, 1, 2) end, {{4, 3}}},
+  {"transpose", function(a) return F.transpose(a, 1, 2) end, {{3, 4}}},
+  {"cat dim 2", function(a, b) return F.cat({a, b}, 2) end, {{2, 3, 2}, {2, 1, 2}}},
+  {"cat many", function(a, b, c) return F.cat({a, b, c, a, b, c}, 1) end, {{1, 3}, {2, 3}, {1, 3}}},
+  {"pad", function(a) return F.pad(a, {1, 2, 0, 1}) end, {{2, 2, 3, 3}}},
+  {"subsample", function(a) return F.subsample(a, 2) end, {{2, 2, 5, 5}}},
+  {"subsample offset", function(a) return F.subsample(a, 2, 1, 1) end, {{1, 2, 6, 6}}},
+  {"contiguous of transpose", function(a) return F.transpose(a, 1, 2):contiguous() end, {{3, 4}}},
+  {"matmul", F.matmul, {{3, 4}, {4, 5}}},
+  {"matmul batched", F.matmul, {{2, 3, 4}, {2, 4, 5}}},
+  {"matmul transposed input", function(a, b) return F.matmul(F.transpose(a, 1, 2), b) end, {{4, 3}, {4, 2}}},
+  {"linear", F.linear, {{5, 4}, {3, 4}, {3}}},
+  {"linear no bias", function(x, w) return F.linear(x, w) end, {{5, 4}, {3, 4}}},
+  {"softmax", function(a) return F.softmax(a, 2) end, {{3, 5}}},
+  {"softmax dim 1", function(a) return F.softmax(a, 1) end, {{3, 5}}},
+  {"log_softmax", function(a) return F.log_softmax(a, -1) end, {{3, 5}}},
+  {"cross_entropy", function(a) return F.cross_entropy(a, nasrt.tensor({0, 4, 2})) end, {{3, 5}}},
+  {"cross_entropy smoothing", function(a)
+    return F.cross_entropy(a, nasrt.tensor({1, 0, 3}), {label_smoothing = 0.1}) end, {{3, 4}}},
+  {"batch_norm train", function(x, w, b)
+    return F.batch_norm(x, nil, nil, w, b, {training = true}) end, {{4, 3, 2, 2}, {3}, {3}}},
+  {"batch_norm train no affine", function(x)
+    return F.batch_norm(x, nil, nil, nil, nil, {training = true}) end, {{5, 2, 3, 3}}},
+  {"batch_norm 2d input", function(x, w, b)
+    return F.batch_norm(x, nil, nil, w, b, {training = true}) end, {{6, 3}, {3}, {3}}},
+  {"batch_norm eval", function(x, w, b)
+    return F.batch_norm(x, RM, RV, w, b, {training = false}) end,
+    {{2, 3, 2, 2}, {3}, {3}}},
+}
+
+-- conv2d over strides, paddings, dilations and groups
+for _, c in ipairs({
+  {x = {2, 3, 6, 6}, w = {4, 3, 3, 3}, o = {stride = 1, padding = 1}},
+  {x = {2, 3, 7, 7}, w = {4, 3, 3, 3}, o = {stride = 2, padding = 1}},
+  {x = {1, 2, 7, 7}, w = {3, 2, 3, 3}, o = {stride = 1, padding = 2, dilation = 2}},
+  {x = {2, 4, 5, 5}, w = {4, 2, 3, 3}, o = {padding = 1, groups = 2}},
+  {x = {2, 4, 6, 6}, w = {4, 1, 3, 3}, o = {padding = 1, groups = 4}},         -- depthwise 3x3
+  {x = {1, 3, 9, 9}, w = {3, 1, 5, 5}, o = {stride = 2, padding = 2, groups = 3}}, -- depthwise 5x5 s2
+  {x = {1, 3, 9, 9}, w = {3, 1, 3, 3}, o = {padding = 2, dilation = 2, groups = 3}}, -- dil depthwise
+  {x = {2, 4, 5, 5}, w = {6, 4, 1, 1}, o = {}},                                 -- 1x1
+  {x = {2, 4, 6, 6}, w = {6, 4, 1, 1}, o = {stride = 2}},                       -- 1x1 s2
+  {x = {1, 2, 5, 7}, w = {2, 2, 3, 1}, o = {padding = {1, 0}}},                 -- non-square
+}) do
+  local label = ("conv2d x%s w%s %s"):format(table.concat(c.x, "x"), table.concat(c.w, "x"),
+    (function() local t = {} for k, v in pairs(c.o) do
+      t[#t + 1] = k .. "=" .. (type(v) == "table" and table.concat(v, ",") or v) end
+      table.sort(t) return table.concat(t, " ") end)())
+  cases[#cases + 1] = {label, function(x, w, b) return F.conv2d(x, w, b, c.o) end,
+    {c.x, c.w, {c.w[1]}}}
+end
+
+for _, c in ipairs({
+  {"max_pool2d 3x3 s1 p1", function(x) return F.max_pool2d(x, {kernel = 3, stride = 1, padding = 1}) end},
+  {"max_pool2d 2x2 s2", function(x) return F.max_pool2d(x, {kernel = 2, stride = 2}) end},
+  {"max_pool2d 3x3 s2 p1", function(x) return F.max_pool2d(x, {kernel = 3, stride = 2, padding = 1}) end},
+  {"avg_pool2d 3x3 s1 p1 count_include_pad", function(x)
+    return F.avg_pool2d(x, {kernel = 3, stride = 1, padding = 1}) end},
+  {"avg_pool2d 3x3 s2 p1 exclude pad", function(x)
+    return F.avg_pool2d(x, {kernel = 3, stride = 2, padding = 1, count_include_pad = false}) end},
+  {"avg_pool2d ceil_mode", function(x)
+    return F.avg_pool2d(x, {kernel = 2, stride = 2, ceil_mode = true}) end},
+  {"adaptive_avg_pool2d 1", function(x) return F.adaptive_avg_pool2d(x, 1) end},
+  {"adaptive_avg_pool2d 2x3", function(x) return F.adaptive_avg_pool2d(x, {2, 3}) end},
+}) do
+  cases[#cases + 1] = {c[1], c[2], {"distinct:2,3,7,7"}}
+end
+
+-- distinct values (a permutation of a spaced grid) keep max_pool away from
+-- ties, where the derivative is undefined
+local function distinct(shape)
+  local n = 1
+  for _, d in ipairs(shape) do n = n * d end
+  local vals = {}
+  for i = 1, n do vals[i] = (i - n / 2) * 0.05 end
+  for i = n, 2, -1 do
+    local j = math.floor(nasrt.rand({}):item() * i) + 1
+    vals[i], vals[j] = vals[j], vals[i]
+  end
+  return nasrt.tensor(vals):reshape(shape):detach():requires_grad(true)
+end
+
+local function make(spec)
+  if type(spec) == "table" then return H.leaf(spec) end
+  local kind, dims = spec:match("(%a+):(.*)")
+  local shape = {}
+  for d in dims:gmatch("%d+") do shape[#shape + 1] = tonumber(d) end
+  if kind == "pos" then return positive(shape) end
+  if kind == "kink" then return away_from_zero(shape) end
+  if kind == "distinct" then return distinct(shape) end
+  error("bad input spec " .. spec)
+end
+
+describe("gradients of nasrt.F ops (central differences)", function()
+  for _, c in ipairs(cases) do
+    it(c[1], function()
+      nasrt.manual_seed(7)
+      local inputs = {}
+      for i, s in ipairs(c[3]) do inputs[i] = make(s) end
+      local ok, msg = H.gradcheck(c[2], inputs)
+      assert(ok, msg)
+    end)
+  end
+end)

@@ -1,0 +1,198 @@
+/* test_tensor.c -- storage, refcounts, views, the tape's memory behaviour,
+   the GEMM path, broadcasting and the generator. */
+#include "check.h"
+#include "nasrt.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void test_refcounts(void) {
+    size_t live0 = nr_live_bytes();
+    nr_tensor *t = nr_tensor_zeros(2, (int64_t[]){3, 4});
+    CHECK(t && t->refcount == 1 && t->storage->refcount == 1);
+    CHECK(nr_numel(t) == 12 && nr_is_contiguous(t));
+    CHECK(((uintptr_t)t->storage->data & 63) == 0); /* aligned */
+    nr_tensor *v = NULL;
+    CHECK(nr_narrow(&v, t, 1, 1, 2) == NR_OK);
+    CHECK(v->storage == t->storage && t->storage->refcount == 2);
+    CHECK(!nr_is_contiguous(v) && v->ne[1] == 2 && v->offset == 1);
+    nr_data(v)[0] = 5; /* writes through to t[0][1] */
+    CHECK(nr_data(t)[1] == 5);
+    nr_tensor_release(t);                 /* view keeps storage alive */
+    CHECK(v->storage->refcount == 1 && nr_data(v)[0] == 5);
+    nr_tensor *c = nr_tensor_clone(v);
+    CHECK(nr_is_contiguous(c) && nr_data(c)[0] == 5 && c->storage != v->storage);
+    nr_tensor_release(v);
+    nr_tensor_release(c);
+    CHECK(nr_live_bytes() == live0);
+}
+
+static void test_bad_shapes(void) {
+    CHECK(nr_tensor_empty(2, (int64_t[]){-1, 3}) == NULL);
+    CHECK(strstr(nr_lasterror(), "negative") != NULL);
+    CHECK(nr_tensor_empty(2, (int64_t[]){1LL << 30, 1LL << 30}) == NULL);
+    CHECK(nr_tensor_empty(9, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1, 1}) == NULL);
+    nr_tensor *a = nr_tensor_zeros(2, (int64_t[]){2, 3}), *b = nr_tensor_zeros(2, (int64_t[]){4, 3});
+    nr_tensor *o = NULL;
+    CHECK(nr_add(&o, a, b) == NR_ESHAPE && o == NULL);
+    CHECK(strstr(nr_lasterror(), "[2,3]") && strstr(nr_lasterror(), "[4,3]"));
+    nr_tensor_release(a);
+    nr_tensor_release(b);
+}
+
+/* The tape frees what it saved: after backward, live bytes return to what
+   the leaves and the grads hold, step after step. */
+static void test_tape_memory(void) {
+    nr_tensor *w = nr_tensor_randn(2, (int64_t[]){64, 64});
+    w->requires_grad = 1;
+    size_t after_first = 0;
+    for (int step = 0; step < 5; step++) {
+        nr_tensor *x = nr_tensor_randn(2, (int64_t[]){32, 64});
+        nr_tensor *h = NULL, *r = NULL, *l = NULL;
+        CHECK(nr_matmul(&h, x, w) == NR_OK);
+        CHECK(nr_unary_op(&r, h, NR_U_TANH) == NR_OK);
+        CHECK(nr_sum(&l, r, -1, 0) == NR_OK);
+        nr_tensor_release(h);
+        nr_tensor_release(r);
+        nr_tensor_release(x);
+        CHECK(nr_backward(l, NULL) == NR_OK);
+        /* a second backward through the freed graph is an error, not a crash */
+        CHECK(nr_backward(l, NULL) == NR_EUSAGE);
+        nr_tensor_release(l);
+        if (step == 0) after_first = nr_live_bytes();
+        else CHECK(nr_live_bytes() == after_first);
+    }
+    CHECK(w->grad != NULL);
+    nr_tensor_release(w);
+}
+
+static void naive_gemm(int m, int n, int k, const float *a, const float *b, double *c) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int p = 0; p < k; p++) s += (double)a[i * k + p] * b[p * n + j];
+            c[i * n + j] = s;
+        }
+}
+
+static void test_gemm(void) {
+    int dims[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 9, 33}, {64, 128, 96}};
+    for (size_t d = 0; d < 4; d++) {
+        int m = dims[d][0], n = dims[d][1], k = dims[d][2];
+        nr_tensor *a = nr_tensor_randn(2, (int64_t[]){m, k}), *b = nr_tensor_randn(2, (int64_t[]){k, n});
+        double *ref = malloc(sizeof(double) * m * n);
+        naive_gemm(m, n, k, nr_data(a), nr_data(b), ref);
+        nr_tensor *c = NULL;
+        CHECK(nr_matmul(&c, a, b) == NR_OK);
+        double err = 0;
+        for (int i = 0; i < m * n; i++) err = fmax(err, fabs(nr_data(c)[i] - ref[i]));
+        CHECK(err < 1e-4 * k);
+        /* the raw wrapper with transposes: C = A^T(k x m)^T ... */
+        float *ct = calloc((size_t)m * n, sizeof(float));
+        nr_tensor *at = NULL, *atc = NULL;
+        nr_transpose(&at, a, 0, 1);
+        atc = nr_tensor_clone(at); /* [k, m] */
+        nr_gemm(1, 0, m, n, k, 1.0f, nr_data(atc), m, nr_data(b), n, 0.0f, ct, n);
+        err = 0;
+        for (int i = 0; i < m * n; i++) err = fmax(err, fabs(ct[i] - ref[i]));
+        CHECK(err < 1e-4 * k);
+        free(ct);
+        free(ref);
+        nr_tensor_release(at);
+        nr_tensor_release(atc);
+        nr_tensor_release(a);
+        nr_tensor_release(b);
+        nr_tensor_release(c);
+    }
+}
+
+static void test_broadcast(void) {
+    /* per-channel scale: [2,3,2,2] * [3,1,1]; gradient of the scale is the
+       per-channel sum of x (times the upstream 1s) */
+    nr_tensor *x = nr_tensor_randn(4, (int64_t[]){2, 3, 2, 2});
+    nr_tensor *s = nr_tensor_randn(3, (int64_t[]){3, 1, 1});
+    x->requires_grad = 1;
+    s->requires_grad = 1;
+    nr_tensor *y = NULL, *l = NULL;
+    CHECK(nr_mul(&y, x, s) == NR_OK);
+    CHECK(y->ndim == 4 && y->ne[1] == 3);
+    const float *xd = nr_data(x), *sd = nr_data(s), *yd = nr_data(y);
+    int ok = 1;
+    for (int n = 0; n < 2; n++)
+        for (int c = 0; c < 3; c++)
+            for (int k = 0; k < 4; k++) {
+                int i = (n * 3 + c) * 4 + k;
+                ok &= fabsf(yd[i] - xd[i] * sd[c]) < 1e-6f;
+            }
+    CHECK(ok);
+    CHECK(nr_sum(&l, y, -1, 0) == NR_OK);
+    CHECK(nr_backward(l, NULL) == NR_OK);
+    for (int c = 0; c < 3; c++) {
+        double ref = 0;
+        for (int n = 0; n < 2; n++)
+            for (int k = 0; k < 4; k++) ref += xd[(n * 3 + c) * 4 + k];
+        CHECK_NEAR(nr_data(s->grad)[c], ref, 1e-5);
+    }
+    for (int i = 0; i < 24; i++) CHECK_NEAR(nr_data(x->grad)[i], sd[(i / 4) % 3], 1e-6);
+    nr_tensor_release(y);
+    nr_tensor_release(l);
+    /* scalar (0-dim) weight times a tensor */
+    nr_tensor *w = nr_tensor_full(0, NULL, 0.5f);
+    w->requires_grad = 1;
+    CHECK(nr_mul(&y, w, x) == NR_OK && nr_same_shape(y, x));
+    CHECK(nr_sum(&l, y, -1, 0) == NR_OK && nr_backward(l, NULL) == NR_OK);
+    double sx = 0;
+    for (int i = 0; i < 24; i++) sx += xd[i];
+    CHECK_NEAR(nr_data(w->grad)[0], sx, 1e-5);
+    nr_tensor_release(y);
+    nr_tensor_release(l);
+    nr_tensor_release(w);
+    nr_tensor_release(x);
+    nr_tensor_release(s);
+}
+
+static void test_rng(void) {
+    nr_manual_seed(42);
+    nr_tensor *a = nr_tensor_randn(1, (int64_t[]){1000});
+    nr_manual_seed(42);
+    nr_tensor *b = nr_tensor_randn(1, (int64_t[]){1000});
+    CHECK(memcmp(nr_data(a), nr_data(b), 4000) == 0);
+    double m = 0, v = 0;
+    for (int i = 0; i < 1000; i++) m += nr_data(a)[i];
+    m /= 1000;
+    for (int i = 0; i < 1000; i++) v += (nr_data(a)[i] - m) * (nr_data(a)[i] - m);
+    v /= 999;
+    CHECK(fabs(m) < 0.1 && fabs(v - 1) < 0.15);
+    nr_tensor *u = nr_tensor_rand(1, (int64_t[]){1000});
+    int inrange = 1;
+    for (int i = 0; i < 1000; i++) inrange &= nr_data(u)[i] >= 0 && nr_data(u)[i] < 1;
+    CHECK(inrange);
+    nr_tensor_release(a);
+    nr_tensor_release(b);
+    nr_tensor_release(u);
+}
+
+static void test_threads_agree(void) {
+    nr_tensor *x = nr_tensor_randn(2, (int64_t[]){1000, 300});
+    nr_tensor *o1 = NULL, *o2 = NULL;
+    nr_set_num_threads(1);
+    nr_sum(&o1, x, -1, 0);
+    nr_set_num_threads(2);
+    nr_sum(&o2, x, -1, 0);
+    CHECK_NEAR(nr_data(o1)[0], nr_data(o2)[0], 1e-5);
+    nr_tensor_release(o1);
+    nr_tensor_release(o2);
+    nr_tensor_release(x);
+}
+
+int main(void) {
+    nr_runtime_init(2);
+    test_refcounts();
+    test_bad_shapes();
+    test_tape_memory();
+    test_gemm();
+    test_broadcast();
+    test_rng();
+    test_threads_agree();
+    DONE();
+}

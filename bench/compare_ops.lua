@@ -119,6 +119,20 @@ local function ratio(a, b)
   if type(a) == "number" and type(b) == "number" and b > 0 then return a / b end
 end
 
+-- Both peers spin-wait in their thread pools, so other busy processes on the
+-- 2 cores distort the figures badly (PyTorch's OpenMP barriers most of all):
+-- say so next to the table.
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  if not f then return nil end
+  local l = tonumber(f:read("l"):match("^(%S+)")); f:close()
+  return l
+end
+local load0 = loadavg()
+if load0 and load0 > 0.5 then
+  io.stderr:write(("# warning: load average %.2f before the run: other processes are busy, "
+    .. "ratios will be distorted\n"):format(load0))
+end
 local t_start = os.time()
 local N, T, order = run_both(opt.threads)
 
@@ -180,5 +194,6 @@ end
 
 local gf = all_f[2] > 0 and math.exp(all_f[1] / all_f[2]) or 0
 local gfb = all_fb[2] > 0 and math.exp(all_fb[1] / all_fb[2]) or 0
-print(("compare_ops threads %d shapes %d geomean_fwd_ratio %.3f geomean_fwdbwd_ratio %.3f slower_fwdbwd %d wall_s %d")
-  :format(opt.threads, nshapes, gf, gfb, nslow, os.time() - t_start))
+print(("compare_ops threads %d shapes %d geomean_fwd_ratio %.3f geomean_fwdbwd_ratio %.3f slower_fwdbwd %d "
+  .. "wall_s %d loadavg_before %.2f loadavg_after %.2f")
+  :format(opt.threads, nshapes, gf, gfb, nslow, os.time() - t_start, load0 or -1, loadavg() or -1))

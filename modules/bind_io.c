@@ -16,8 +16,20 @@ static const char *checkpath(lua_State *L, int idx, const char *fn) {
     return lua_tostring(L, idx);
 }
 
+/* The tensor argument, named in the message even in a tail call (where Lua
+   knows no function name). */
+static nr_tensor *checktensor(lua_State *L, int idx, const char *fn) {
+    nr_tensor **box = luaL_testudata(L, idx, NR_TENSOR_MT);
+    if (!box)
+        luaL_error(L, "%s: argument #%d: expected tensor, got %s", fn, idx,
+                   luaL_typename(L, idx));
+    if (!*box) luaL_error(L, "%s: argument #%d: tensor used after close", fn, idx);
+    return *box;
+}
+
+/* nr_npy_* messages start with the function's name already. */
 static int io_fail(lua_State *L, nr_status st) {
-    if (st != NR_EIO) return nrL_raise(L, st);
+    if (st != NR_EIO) return luaL_error(L, "%s", nr_lasterror());
     luaL_pushfail(L);
     lua_pushstring(L, nr_lasterror());
     return 2;
@@ -52,7 +64,7 @@ half a file.
 */
 static int io_save_npy(lua_State *L) {
     const char *path = checkpath(L, 1, "save_npy");
-    nr_tensor *t = nrL_checktensor(L, 2);
+    nr_tensor *t = checktensor(L, 2, "save_npy");
     nr_status st = nr_npy_save(path, t);
     if (st != NR_OK) return io_fail(L, st);
     lua_pushboolean(L, 1);

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #define FN(L) lua_tostring(L, lua_upvalueindex(1))
 
@@ -201,6 +202,14 @@ static int nasrt_memory(lua_State *L) {
 static int nasrt_reset_peak_memory(lua_State *L) {
     nr_reset_peak_bytes();
     return 0;
+}
+
+/* Wall-clock seconds from a monotonic clock (for progress lines and bench). */
+static int nasrt_clock(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec * 1e-9);
+    return 1;
 }
 
 static int nasrt_is_tensor(lua_State *L) {
@@ -750,7 +759,8 @@ static const luaL_Reg lib_funcs[] = {
     {"no_grad", nasrt_no_grad}, {"set_grad_enabled", nasrt_set_grad_enabled},
     {"is_grad_enabled", nasrt_is_grad_enabled}, {"set_num_threads", nasrt_set_num_threads},
     {"num_threads", nasrt_num_threads}, {"memory", nasrt_memory},
-    {"reset_peak_memory", nasrt_reset_peak_memory}, {"is_tensor", nasrt_is_tensor}, {NULL, NULL}};
+    {"reset_peak_memory", nasrt_reset_peak_memory}, {"is_tensor", nasrt_is_tensor},
+    {"clock", nasrt_clock}, {NULL, NULL}};
 
 /* Registers fn under name in the tables at F and methods (if > 0), with the
    name as upvalue 1 so messages name the op. */
@@ -833,7 +843,12 @@ void nrL_open_tensor(lua_State *L, int lib, int F) {
 }
 
 /* ----------------------------------------------------------- the module */
-extern void nrL_open_conv(lua_State *L, int lib, int F) __attribute__((weak)); /* TEMP-WEAK */
+/* Pieces written in parallel by other engineers: called when linked in.
+   TEMP-WEAK: make these plain calls once every piece has landed. */
+extern void nrL_open_conv(lua_State *L, int lib, int F) __attribute__((weak));
+extern void nrL_open_data(lua_State *L, int lib, int F) __attribute__((weak));
+extern void nrL_open_ckpt(lua_State *L, int lib, int F) __attribute__((weak));
+extern void nrL_open_optim(lua_State *L, int lib, int F) __attribute__((weak));
 
 NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     nr_runtime_init(0);
@@ -845,6 +860,9 @@ NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     if (nrL_open_conv) nrL_open_conv(L, lib, F); /* TEMP-WEAK */
     nrL_open_norm(L, lib, F);
     nrL_open_io(L, lib, F);
+    if (nrL_open_data) nrL_open_data(L, lib, F);
+    if (nrL_open_ckpt) nrL_open_ckpt(L, lib, F);
+    if (nrL_open_optim) nrL_open_optim(L, lib, F);
     lua_pushvalue(L, F);
     lua_setfield(L, lib, "F");
     lua_pushstring(L, NR_VERSION);

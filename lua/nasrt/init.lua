@@ -11,4 +11,8 @@ function nasrt.shape_str(t)
   return "[" .. table.concat(t:shape(), ",") .. "]"
 end
 
+-- Lua library layers (they require only nasrt.core, so no cycle).
+nasrt.nn = require "nasrt.nn"
+nasrt.optim = require "nasrt.optim"
+
 return nasrt

@@ -66,6 +66,54 @@ static inline void dsum_gx(const float *g, const float *x, int64_t n, double mea
     *sgx += s2;
 }
 
+/* exp(x) in float, vectorisable (Cephes expf: 2^n * p(r), |r| <= ln2/2;
+   max relative error about 2e-7).  Overflow gives inf, underflow 0, NaN stays. */
+static inline float fexp(float x) {
+    const float hi = 88.3762626647949f, lo = -87.3365447504f;
+    float xc = x > hi ? hi : x;
+    xc = xc < lo ? lo : xc;
+    /* round to nearest via the 1.5 * 2^23 trick (floorf would not inline) */
+    float fn = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = xc - fn * 0.693359375f + fn * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } sc;
+    sc.i = ((int32_t)fn + 127) << 23;
+    y *= sc.f;
+    y = x > hi ? INFINITY : y;
+    y = x < lo ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+/* max(p[0..n)), -inf when n == 0 (NaNs are skipped, as in a > b ? a : b) */
+static inline float fmaxrow(const float *p, int64_t n) {
+    float l[8] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+                  -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) l[j] = p[i + j] > l[j] ? p[i + j] : l[j];
+    float m = -INFINITY;
+    for (; i < n; i++) m = p[i] > m ? p[i] : m;
+    for (int j = 0; j < 8; j++) m = l[j] > m ? l[j] : m;
+    return m;
+}
+
+/* sum(a * b) in double */
+static inline double ddot(const float *a, const float *b, int64_t n) {
+    double l[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) l[j] += (double)a[i + j] * b[i + j];
+    double s = 0;
+    for (; i < n; i++) s += (double)a[i] * b[i];
+    return s + ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
 /* A contiguous gradient (gout normally is; be defensive). +1 */
 static nr_tensor *contig_plain(const nr_tensor *t) {
     if (nr_is_contiguous(t)) {
@@ -93,16 +141,62 @@ typedef struct {
     float *mf;               /* [C] mean as float */
 } bn_fwd;
 
+/* Per-channel finish of the statistics: invstd, running stats, and the
+   affine coefficients y = (x - mf) * sc + sh. */
+static void bn_fwd_coef(bn_fwd *j, int64_t c, double sumsq) {
+    if (j->training) {
+        double M = (double)j->N * (double)j->S, m = j->momentum;
+        j->invstd[c] = 1.0 / sqrt(sumsq / M + j->eps);
+        if (j->rm) {
+            float *r = j->rm + c * j->rms;
+            *r = (float)((1.0 - m) * *r + m * j->mean[c]);
+        }
+        if (j->rv) { /* unbiased, as PyTorch */
+            float *r = j->rv + c * j->rvs;
+            *r = (float)((1.0 - m) * *r + m * (sumsq / (M - 1.0)));
+        }
+    } else {
+        j->mean[c] = j->rm[c * j->rms];
+        j->invstd[c] = 1.0 / sqrt((double)j->rv[c * j->rvs] + j->eps);
+    }
+    double w = j->w ? j->w[c * j->ws] : 1.0;
+    j->sc[c] = (float)(w * j->invstd[c]);
+    j->sh[c] = j->b ? j->b[c * j->bs] : 0.0f;
+    j->mf[c] = (float)j->mean[c];
+}
+
 static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     bn_fwd *j = ctx;
-    const int64_t N = j->N, C = j->C, S = j->S;
+    const int64_t N = j->N, C = j->C, S = j->S, CS = C * S;
+    const double M = (double)N * (double)S;
     const float *x = j->x;
+    float *y = j->y;
+    if (S >= 16) {
+        /* channel by channel: its N*S values stay in cache across the passes */
+        for (int64_t c = c0; c < c1; c++) {
+            double sq = 0;
+            if (j->training) {
+                double s = 0;
+                for (int64_t n = 0; n < N; n++) s += dsum(x + n * CS + c * S, S);
+                j->mean[c] = s / M;
+                for (int64_t n = 0; n < N; n++) sq += dsumsq(x + n * CS + c * S, S, j->mean[c]);
+            }
+            bn_fwd_coef(j, c, sq);
+            const float m = j->mf[c], sc = j->sc[c], sh = j->sh[c];
+            for (int64_t n = 0; n < N; n++) {
+                const float *xp = x + n * CS + c * S;
+                float *yp = y + n * CS + c * S;
+                for (int64_t i = 0; i < S; i++) yp[i] = (xp[i] - m) * sc + sh;
+            }
+        }
+        return;
+    }
+    /* few values per (n, c): walk rows, all channels of the range at once */
+    double *acc = j->acc;
     if (j->training) {
-        double M = (double)N * (double)S;
-        double *acc = j->acc;
         for (int64_t c = c0; c < c1; c++) acc[c] = 0;
         for (int64_t n = 0; n < N; n++) {
-            const float *xb = x + n * C * S;
+            const float *xb = x + n * CS;
             if (S == 1)
                 for (int64_t c = c0; c < c1; c++) acc[c] += xb[c];
             else
@@ -113,7 +207,7 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             acc[c] = 0;
         }
         for (int64_t n = 0; n < N; n++) {
-            const float *xb = x + n * C * S;
+            const float *xb = x + n * CS;
             if (S == 1)
                 for (int64_t c = c0; c < c1; c++) {
                     double d = xb[c] - j->mean[c];
@@ -122,35 +216,11 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             else
                 for (int64_t c = c0; c < c1; c++) acc[c] += dsumsq(xb + c * S, S, j->mean[c]);
         }
-        for (int64_t c = c0; c < c1; c++) {
-            double var = acc[c] / M;
-            j->invstd[c] = 1.0 / sqrt(var + j->eps);
-            double m = j->momentum;
-            if (j->rm) {
-                float *r = j->rm + c * j->rms;
-                *r = (float)((1.0 - m) * *r + m * j->mean[c]);
-            }
-            if (j->rv) {
-                float *r = j->rv + c * j->rvs;
-                *r = (float)((1.0 - m) * *r + m * (acc[c] / (M - 1.0)));
-            }
-        }
-    } else {
-        for (int64_t c = c0; c < c1; c++) {
-            j->mean[c] = j->rm[c * j->rms];
-            j->invstd[c] = 1.0 / sqrt((double)j->rv[c * j->rvs] + j->eps);
-        }
     }
-    for (int64_t c = c0; c < c1; c++) {
-        double w = j->w ? j->w[c * j->ws] : 1.0;
-        j->sc[c] = (float)(w * j->invstd[c]);
-        j->sh[c] = j->b ? j->b[c * j->bs] : 0.0f;
-        j->mf[c] = (float)j->mean[c];
-    }
-    float *y = j->y;
+    for (int64_t c = c0; c < c1; c++) bn_fwd_coef(j, c, j->training ? acc[c] : 0);
     for (int64_t n = 0; n < N; n++) {
-        const float *xb = x + n * C * S;
-        float *yb = y + n * C * S;
+        const float *xb = x + n * CS;
+        float *yb = y + n * CS;
         if (S == 1) {
             for (int64_t c = c0; c < c1; c++) yb[c] = (xb[c] - j->mf[c]) * j->sc[c] + j->sh[c];
         } else {
@@ -175,15 +245,58 @@ typedef struct {
     float *k1, *k2, *k3, *mf; /* [C] work */
 } bn_bwd;
 
+/* Per-channel gradient coefficients: dx = k1 * g + k2 * (x - mf) + k3, and
+   the weight/bias gradients, from sg = sum(g), sgx = sum(g * (x - mean)). */
+static void bn_bwd_coef(bn_bwd *j, int64_t c, double sg, double sgx) {
+    const double M = (double)j->N * (double)j->S;
+    double is = j->invstd[c];
+    if (j->gw) j->gw[c] += (float)(sgx * is);
+    if (j->gb) j->gb[c] += (float)sg;
+    double w = j->w ? j->w[c * j->ws] : 1.0;
+    double k1 = w * is;
+    j->k1[c] = (float)k1;
+    if (j->training) {
+        /* dx = k1 * (g - mean(g) - xhat * mean(g * xhat)) */
+        j->k2[c] = (float)(-k1 * is * is * sgx / M);
+        j->k3[c] = (float)(-k1 * sg / M);
+    } else {
+        j->k2[c] = 0;
+        j->k3[c] = 0;
+    }
+    j->mf[c] = (float)j->mean[c];
+}
+
+static inline void bn_dx(float *dp, const float *gp, const float *xp, int64_t S, float k1,
+                         float k2, float k3, float m) {
+    if (k2 == 0 && k3 == 0)
+        for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i];
+    else
+        for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i] + k2 * (xp[i] - m) + k3;
+}
+
 static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     bn_bwd *j = ctx;
-    const int64_t N = j->N, C = j->C, S = j->S;
-    const double M = (double)N * (double)S;
-    int need_sums = j->training || j->gw || j->gb;
+    const int64_t N = j->N, C = j->C, S = j->S, CS = C * S;
+    const int need_sums = j->training || j->gw || j->gb;
+    if (S >= 16) {
+        for (int64_t c = c0; c < c1; c++) {
+            double sg = 0, sgx = 0;
+            if (need_sums)
+                for (int64_t n = 0; n < N; n++)
+                    dsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, j->mean[c], &sg, &sgx);
+            bn_bwd_coef(j, c, sg, sgx);
+            if (!j->gx) continue;
+            for (int64_t n = 0; n < N; n++) {
+                int64_t o = n * CS + c * S;
+                bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
+            }
+        }
+        return;
+    }
+    for (int64_t c = c0; c < c1; c++) j->sg[c] = j->sgx[c] = 0;
     if (need_sums) {
-        for (int64_t c = c0; c < c1; c++) j->sg[c] = j->sgx[c] = 0;
         for (int64_t n = 0; n < N; n++) {
-            const float *xb = j->x + n * C * S, *gb = j->g + n * C * S;
+            const float *xb = j->x + n * CS, *gb = j->g + n * CS;
             if (S == 1)
                 for (int64_t c = c0; c < c1; c++) {
                     double gv = gb[c];
@@ -194,44 +307,18 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                 for (int64_t c = c0; c < c1; c++)
                     dsum_gx(gb + c * S, xb + c * S, S, j->mean[c], &j->sg[c], &j->sgx[c]);
         }
-        for (int64_t c = c0; c < c1; c++) {
-            if (j->gw) j->gw[c] += (float)(j->sgx[c] * j->invstd[c]);
-            if (j->gb) j->gb[c] += (float)j->sg[c];
-        }
     }
+    for (int64_t c = c0; c < c1; c++) bn_bwd_coef(j, c, j->sg[c], j->sgx[c]);
     if (!j->gx) return;
-    for (int64_t c = c0; c < c1; c++) {
-        double w = j->w ? j->w[c * j->ws] : 1.0;
-        double is = j->invstd[c];
-        double k1 = w * is;
-        j->k1[c] = (float)k1;
-        if (j->training) {
-            /* dx = k1 * (g - mean(g) - xhat * mean(g * xhat)) */
-            j->k2[c] = (float)(-k1 * is * is * j->sgx[c] / M);
-            j->k3[c] = (float)(-k1 * j->sg[c] / M);
-        } else {
-            j->k2[c] = 0;
-            j->k3[c] = 0;
-        }
-        j->mf[c] = (float)j->mean[c];
-    }
     for (int64_t n = 0; n < N; n++) {
-        const float *xb = j->x + n * C * S, *gb = j->g + n * C * S;
-        float *db = j->gx + n * C * S;
-        if (S == 1) {
+        const float *xb = j->x + n * CS, *gb = j->g + n * CS;
+        float *db = j->gx + n * CS;
+        if (S == 1)
             for (int64_t c = c0; c < c1; c++)
                 db[c] += j->k1[c] * gb[c] + j->k2[c] * (xb[c] - j->mf[c]) + j->k3[c];
-        } else {
-            for (int64_t c = c0; c < c1; c++) {
-                const float *xp = xb + c * S, *gp = gb + c * S;
-                float *dp = db + c * S;
-                const float k1 = j->k1[c], k2 = j->k2[c], k3 = j->k3[c], m = j->mf[c];
-                if (k2 == 0 && k3 == 0)
-                    for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i];
-                else
-                    for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i] + k2 * (xp[i] - m) + k3;
-            }
-        }
+        else
+            for (int64_t c = c0; c < c1; c++)
+                bn_dx(db + c * S, gb + c * S, xb + c * S, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
     }
 }
 
@@ -370,20 +457,14 @@ static void sm_rows_task(void *ctx, int64_t r0, int64_t r1, int ith) {
     for (int64_t r = r0; r < r1; r++) {
         const float *x = j->x + r * K;
         float *y = j->y + r * K;
-        float mx = -INFINITY;
-        for (int64_t k = 0; k < K; k++) mx = x[k] > mx ? x[k] : mx;
-        double s = 0;
+        const float mx = fmaxrow(x, K);
+        for (int64_t k = 0; k < K; k++) y[k] = fexp(x[k] - mx);
+        double s = dsum(y, K);
         if (j->logmode) {
-            for (int64_t k = 0; k < K; k++) s += expf(x[k] - mx);
-            float lse = mx + (float)log(s);
+            const float lse = mx + (float)log(s);
             for (int64_t k = 0; k < K; k++) y[k] = x[k] - lse;
         } else {
-            for (int64_t k = 0; k < K; k++) {
-                float e = expf(x[k] - mx);
-                y[k] = e;
-                s += e;
-            }
-            float inv = (float)(1.0 / s);
+            const float inv = (float)(1.0 / s);
             for (int64_t k = 0; k < K; k++) y[k] *= inv;
         }
     }
@@ -408,14 +489,14 @@ static void sm_cols_task(void *ctx, int64_t t0, int64_t t1, int ith) {
             for (int64_t i = 0; i < nb; i++) mx[i] = x[k * I + i] > mx[i] ? x[k * I + i] : mx[i];
         if (j->logmode) {
             for (int64_t k = 0; k < K; k++)
-                for (int64_t i = 0; i < nb; i++) s[i] += expf(x[k * I + i] - mx[i]);
+                for (int64_t i = 0; i < nb; i++) s[i] += fexp(x[k * I + i] - mx[i]);
             for (int64_t i = 0; i < nb; i++) mx[i] += (float)log(s[i]);
             for (int64_t k = 0; k < K; k++)
                 for (int64_t i = 0; i < nb; i++) y[k * I + i] = x[k * I + i] - mx[i];
         } else {
             for (int64_t k = 0; k < K; k++)
                 for (int64_t i = 0; i < nb; i++) {
-                    float e = expf(x[k * I + i] - mx[i]);
+                    float e = fexp(x[k * I + i] - mx[i]);
                     y[k * I + i] = e;
                     s[i] += e;
                 }
@@ -434,14 +515,11 @@ static void sm_bwd_rows_task(void *ctx, int64_t r0, int64_t r1, int ith) {
     for (int64_t r = r0; r < r1; r++) {
         const float *y = j->x + r * K, *g = j->g + r * K;
         float *d = j->y + r * K;
-        double s = 0;
         if (j->logmode) {
-            for (int64_t k = 0; k < K; k++) s += g[k];
-            float sf = (float)s;
-            for (int64_t k = 0; k < K; k++) d[k] += g[k] - expf(y[k]) * sf;
+            const float sf = (float)dsum(g, K);
+            for (int64_t k = 0; k < K; k++) d[k] += g[k] - fexp(y[k]) * sf;
         } else {
-            for (int64_t k = 0; k < K; k++) s += (double)g[k] * y[k];
-            float sf = (float)s;
+            const float sf = (float)ddot(g, y, K);
             for (int64_t k = 0; k < K; k++) d[k] += y[k] * (g[k] - sf);
         }
     }
@@ -464,7 +542,7 @@ static void sm_bwd_cols_task(void *ctx, int64_t t0, int64_t t1, int ith) {
             for (int64_t i = 0; i < nb; i++) sf[i] = (float)s[i];
             for (int64_t k = 0; k < K; k++)
                 for (int64_t i = 0; i < nb; i++)
-                    d[k * I + i] += g[k * I + i] - expf(y[k * I + i]) * sf[i];
+                    d[k * I + i] += g[k * I + i] - fexp(y[k * I + i]) * sf[i];
         } else {
             for (int64_t k = 0; k < K; k++)
                 for (int64_t i = 0; i < nb; i++) s[i] += (double)g[k * I + i] * y[k * I + i];
@@ -574,19 +652,22 @@ typedef struct {
 static void ce_fwd_task(void *ctx, int64_t r0, int64_t r1, int ith) {
     ce_job *j = ctx;
     const int64_t K = j->K;
+    float *e = nr_scratch(ith, (size_t)K);
     for (int64_t r = r0; r < r1; r++) {
         const float *z = j->z + r * K;
-        float mx = -INFINITY;
-        for (int64_t k = 0; k < K; k++) mx = z[k] > mx ? z[k] : mx;
-        double s = 0, sz = 0;
-        for (int64_t k = 0; k < K; k++) {
-            s += expf(z[k] - mx);
-            sz += z[k];
+        const float mx = fmaxrow(z, K);
+        double s;
+        if (e) {
+            for (int64_t k = 0; k < K; k++) e[k] = fexp(z[k] - mx);
+            s = dsum(e, K);
+        } else { /* no scratch memory: the slow way */
+            s = 0;
+            for (int64_t k = 0; k < K; k++) s += fexp(z[k] - mx);
         }
         double lse = mx + log(s);
         j->lse[r] = lse;
         double nll = lse - z[j->t[r]];
-        double smooth = lse - sz / (double)K;
+        double smooth = lse - dsum(z, K) / (double)K;
         j->loss[r] = (1.0 - j->ls) * nll + j->ls * smooth;
     }
 }
@@ -602,7 +683,7 @@ static void ce_bwd_task(void *ctx, int64_t r0, int64_t r1, int ith) {
         const float *z = j->z + r * K;
         float *d = j->dz + r * K;
         const float lse = (float)j->lse[r];
-        for (int64_t k = 0; k < K; k++) d[k] += sc * (expf(z[k] - lse) - off);
+        for (int64_t k = 0; k < K; k++) d[k] += sc * (fexp(z[k] - lse) - off);
         d[j->t[r]] -= sc * hit;
     }
 }

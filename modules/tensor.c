@@ -728,6 +728,39 @@ static int op_subsample(lua_State *L) {
     }
 }
 
+/* Reads a Lua list of tensors at idx into xs (borrowed; the list keeps them
+   alive); returns the count. */
+static int checklist(lua_State *L, int idx, nr_tensor **xs, int max, const char *fn) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    int n = (int)lua_rawlen(L, idx);
+    if (n < 1 || n > max) luaL_error(L, "%s: expected a list of 1..%d tensors, got %d", fn, max, n);
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        xs[i - 1] = nrL_totensor(L, -1);
+        if (!xs[i - 1]) luaL_error(L, "%s: entry %d is %s, expected a tensor", fn, i, luaL_typename(L, -1));
+        lua_pop(L, 1);
+    }
+    return n;
+}
+
+/* weighted_sum({x1..xn}, w) = sum_k w[k] * xk  (the DARTS mixed op) */
+static int op_weighted_sum(lua_State *L) {
+    nr_tensor *xs[NR_MAXIN], *o = NULL;
+    int n = checklist(L, 1, xs, NR_MAXIN - 1, "weighted_sum");
+    nr_tensor *w = nrL_checktensor(L, 2);
+    nr_status st = nr_weighted_sum(&o, n, xs, w);
+    return push_or_raise(L, st, o);
+}
+
+/* attn_sum({x1..xn}, a) with a [N, n*C]: the AGNAS edge output */
+static int op_attn_sum(lua_State *L) {
+    nr_tensor *xs[NR_MAXIN], *o = NULL;
+    int n = checklist(L, 1, xs, NR_MAXIN - 1, "attn_sum");
+    nr_tensor *a = nrL_checktensor(L, 2);
+    nr_status st = nr_attn_sum(&o, n, xs, a);
+    return push_or_raise(L, st, o);
+}
+
 /* --------------------------------------------------------------- tables */
 
 static const struct { const char *name; nr_unary u; } unaries[] = {
@@ -741,7 +774,8 @@ static const luaL_Reg op_funcs[] = {
     {"pow", op_pow}, {"scale", op_scale}, {"max", op_max}, {"argmax", op_argmax},
     {"reshape", op_reshape}, {"view", op_reshape}, {"flatten", op_flatten},
     {"narrow", op_narrow}, {"transpose", op_transpose}, {"cat", op_cat}, {"pad", op_pad},
-    {"subsample", op_subsample}, {NULL, NULL}};
+    {"subsample", op_subsample}, {"weighted_sum", op_weighted_sum},
+    {"attn_sum", op_attn_sum}, {NULL, NULL}};
 
 static const luaL_Reg tensor_methods[] = {
     {"shape", tensor_shape}, {"size", tensor_size}, {"dim", tensor_dim}, {"numel", tensor_numel},

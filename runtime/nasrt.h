@@ -39,7 +39,7 @@
 
 #define NR_VERSION "0.1.0"
 #define NR_MAXDIM 8
-#define NR_MAXIN 4
+#define NR_MAXIN 16
 #define NR_MAXSAVED 4
 
 #if defined(__GNUC__)
@@ -306,6 +306,16 @@ NR_API nr_status nr_log_softmax(nr_tensor **out, const nr_tensor *x, int dim);
 /* logits [N,K], targets [N] holding class ids 0..K-1 as floats; mean loss */
 NR_API nr_status nr_cross_entropy(nr_tensor **out, const nr_tensor *logits,
                                   const nr_tensor *targets, double label_smoothing);
+
+/* Mixed ops (the DARTS / AGNAS edge), fused so no k-fold temporaries are
+   made.  n <= NR_MAXIN - 1 inputs of one shape [N,C,...].
+   weighted_sum: out = sum_k w[k] * xs[k], w a 1-D tensor of n weights.
+   attn_sum:     out[b,c,...] = sum_k xs[k][b,c,...] * a[b, k*C + c],
+                 a of shape [N, n*C] (the AGNAS per-sample channel weights). */
+NR_API nr_status nr_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs,
+                                 const nr_tensor *w);
+NR_API nr_status nr_attn_sum(nr_tensor **out, int n, nr_tensor *const *xs,
+                             const nr_tensor *a);
 
 /* ------------------------------------------------------------------ I/O */
 NR_API nr_status nr_npy_load(nr_tensor **out, const char *path);

@@ -7,6 +7,7 @@
 #include "nasrt.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,12 +64,18 @@ int nr_num_threads(void) { return P.nth; }
 void nr_set_num_threads(int n) {
     if (n < 1) n = 1;
     if (n > MAXTHREADS) n = MAXTHREADS;
+    /* workers start with every signal blocked, so Ctrl-C always reaches the
+       main thread (where the host turns it into a Lua error) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
     while (P.started < n - 1) {
         int ith = P.started + 1;
         if (pthread_create(&P.tid[ith], NULL, worker, (void *)(intptr_t)ith) != 0) break;
         pthread_detach(P.tid[ith]);
         P.started++;
     }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     P.nth = P.started + 1 < n ? P.started + 1 : n;
 }
 

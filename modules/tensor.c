@@ -883,6 +883,8 @@ extern void nrL_open_conv(lua_State *L, int lib, int F) __attribute__((weak));
 extern void nrL_open_data(lua_State *L, int lib, int F) __attribute__((weak));
 extern void nrL_open_ckpt(lua_State *L, int lib, int F) __attribute__((weak));
 extern void nrL_open_optim(lua_State *L, int lib, int F) __attribute__((weak));
+extern void nrL_open_sampler(lua_State *L, int lib, int F) __attribute__((weak));
+extern void nrL_open_supernet(lua_State *L, int lib, int F) __attribute__((weak));
 
 NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     nr_runtime_init(0);
@@ -897,6 +899,8 @@ NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     if (nrL_open_data) nrL_open_data(L, lib, F);
     if (nrL_open_ckpt) nrL_open_ckpt(L, lib, F);
     if (nrL_open_optim) nrL_open_optim(L, lib, F);
+    if (nrL_open_sampler) nrL_open_sampler(L, lib, F);
+    if (nrL_open_supernet) nrL_open_supernet(L, lib, F);
     lua_pushvalue(L, F);
     lua_setfield(L, lib, "F");
     lua_pushstring(L, NR_VERSION);

@@ -77,6 +77,19 @@ uint32_t nr_ckpt_crc32(uint32_t crc, const void *p, size_t n) {
     return (uint32_t)c;
 }
 
+/* The product of the non-zero sizes stays <= 2^40 (the runtime's element
+   limit), so even an empty tensor's strides cannot overflow. */
+static int sizes_plausible(int nd, const int64_t *ne) {
+    uint64_t n = 1;
+    for (int i = 0; i < nd; i++) {
+        uint64_t d = (uint64_t)ne[i];
+        if (ne[i] < 0 || d > MAX_DIM_SIZE) return 0;
+        if (d > 0 && n > MAX_DIM_SIZE / d) return 0;
+        if (d > 0) n *= d;
+    }
+    return 1;
+}
+
 static const char *tag_name(int tag) {
     switch (tag) {
     case NR_CKPT_FALSE: case NR_CKPT_TRUE: return "boolean";
@@ -311,10 +324,10 @@ nr_status nr_ckpt_put_tensor(nr_ckpt_writer *w, const nr_tensor *t) {
     if (!t) return wfail(w, NR_EUSAGE, "tensor is NULL");
     if (t->ndim < 0 || t->ndim > NR_MAXDIM)
         return wfail(w, NR_EUSAGE, "tensor with %d dims", t->ndim);
-    for (int i = 0; i < t->ndim; i++)
-        if (t->ne[i] < 0 || (uint64_t)t->ne[i] > MAX_DIM_SIZE)
-            return wfail(w, NR_EUSAGE, "tensor size %lld in dim %d is out of range",
-                         (long long)t->ne[i], i + 1);
+    if (!sizes_plausible(t->ndim, t->ne)) {
+        char sh[NR_SHAPEBUF];
+        return wfail(w, NR_EUSAGE, "tensor of shape %s is too large", nr_shape_str(t, sh));
+    }
     if (wbegin(w, NR_CKPT_TENSOR) != NR_OK) return w->st != NR_OK ? w->st : NR_EUSAGE;
     unsigned char b[3 + 8 * NR_MAXDIM];
     b[0] = NR_CKPT_TENSOR;
@@ -609,16 +622,23 @@ nr_status nr_ckpt_read(nr_ckpt_reader *r, nr_ckpt_item *it) {
             return rcorrupt(r, start, "unknown tensor flags 0x%02x", fl);
         NEED(8 * (size_t)nd);
         size_t left = (size_t)(r->end - p) - 8 * (size_t)nd;
-        uint64_t numel = 1;
+        int has_zero = 0;
         for (int i = 0; i < nd; i++) {
             uint64_t d = get_u64(p + 8 * (size_t)i);
             if (d > MAX_DIM_SIZE)
                 return rcorrupt(r, start, "tensor size %llu in dim %d is implausible",
                                 (unsigned long long)d, i + 1);
             it->ne[i] = (int64_t)d;
-            /* numel * 4 must fit in what is left: checked per factor so the
-               product never overflows */
-            if (d > 0 && numel > (uint64_t)(left / 4) / d)
+            if (d == 0) has_zero = 1;
+        }
+        if (!sizes_plausible(nd, it->ne))
+            return rcorrupt(r, start, "tensor shape is implausibly large");
+        uint64_t numel = has_zero ? 0 : 1;
+        /* numel * 4 must fit in what is left: checked per factor so the
+           product never overflows */
+        for (int i = 0; i < nd && numel > 0; i++) {
+            uint64_t d = (uint64_t)it->ne[i];
+            if (numel > (uint64_t)(left / 4) / d)
                 return rcorrupt(r, start, "tensor data runs past the end of the payload");
             numel *= d;
         }

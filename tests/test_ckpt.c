@@ -356,11 +356,38 @@ static void test_crafted(void) {
     /* a tensor whose shape product overflows 64 bits */
     p[0] = NR_CKPT_TENSOR; p[1] = 4; p[2] = 0;
     for (int i = 0; i < 4; i++) put_u64(p + 3 + 8 * i, (uint64_t)1 << 20);
-    EXPECT_CORRUPT(3 + 32, "tensor data runs past");
+    EXPECT_CORRUPT(3 + 32, "implausibly large");
+    /* a plausible shape whose data is not there */
+    p[0] = NR_CKPT_TENSOR; p[1] = 2; p[2] = 0;
+    put_u64(p + 3, 1000); put_u64(p + 11, 1000);
+    EXPECT_CORRUPT(19, "tensor data runs past");
     /* a huge dim next to a zero dim */
     p[0] = NR_CKPT_TENSOR; p[1] = 2; p[2] = 0;
     put_u64(p + 3, 0); put_u64(p + 11, UINT64_MAX);
     EXPECT_CORRUPT(19, "implausible");
+    /* an empty tensor as the very last value: a zero dim after a non-zero
+       one, with no bytes left, is fine */
+    p[0] = NR_CKPT_TENSOR; p[1] = 3; p[2] = 0;
+    put_u64(p + 3, 2); put_u64(p + 11, 0); put_u64(p + 19, 3);
+    f = seal(p, 27, &flen);
+    CHECK(walk_all(f, flen, 0) == NR_OK);
+    free(f);
+    {
+        nr_tensor *e = nr_tensor_zeros(3, (int64_t[]){2, 0, 3});
+        nr_ckpt_writer w;
+        nr_ckpt_writer_init_mem(&w);
+        nr_ckpt_put_tensor(&w, e);
+        void *buf = NULL;
+        size_t len = 0;
+        CHECK(nr_ckpt_writer_finish(&w, &buf, &len) == NR_OK);
+        CHECK(nr_ckpt_validate(buf, len, "empty", 0) == NR_OK);
+        free(buf);
+        nr_tensor_release(e);
+    }
+    /* a zero dim next to sizes whose product would overflow strides */
+    p[0] = NR_CKPT_TENSOR; p[1] = 3; p[2] = 0;
+    put_u64(p + 3, (uint64_t)1 << 30); put_u64(p + 11, (uint64_t)1 << 30); put_u64(p + 19, 0);
+    EXPECT_CORRUPT(27, "implausibly large");
     /* 9 dims */
     p[0] = NR_CKPT_TENSOR; p[1] = 9; p[2] = 0;
     EXPECT_CORRUPT(3, "dims");

@@ -7,7 +7,9 @@
 
 #include <math.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 #define FN(L) lua_tostring(L, lua_upvalueindex(1))
 
@@ -202,6 +204,43 @@ static int nasrt_memory(lua_State *L) {
 static int nasrt_reset_peak_memory(lua_State *L) {
     nr_reset_peak_bytes();
     return 0;
+}
+
+/* Graceful Ctrl-C for long runs: catch_interrupt(true) replaces the host's
+   "raise an error now" handler with one that only sets a flag, which a
+   recipe polls between steps (then checkpoints and exits); a second Ctrl-C
+   exits at once with status 130.  catch_interrupt(false) restores the
+   previous handler. */
+static volatile sig_atomic_t interrupt_flag = 0;
+static struct sigaction prev_sigint;
+static int catching = 0;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    if (interrupt_flag) _exit(130);
+    interrupt_flag = 1;
+}
+
+static int nasrt_catch_interrupt(lua_State *L) {
+    int on = lua_toboolean(L, 1);
+    if (on && !catching) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &prev_sigint);
+        catching = 1;
+    } else if (!on && catching) {
+        sigaction(SIGINT, &prev_sigint, NULL);
+        catching = 0;
+    }
+    interrupt_flag = 0;
+    return 0;
+}
+
+static int nasrt_interrupted(lua_State *L) {
+    lua_pushboolean(L, interrupt_flag != 0);
+    return 1;
 }
 
 /* Wall-clock seconds from a monotonic clock (for progress lines and bench). */
@@ -794,7 +833,8 @@ static const luaL_Reg lib_funcs[] = {
     {"is_grad_enabled", nasrt_is_grad_enabled}, {"set_num_threads", nasrt_set_num_threads},
     {"num_threads", nasrt_num_threads}, {"memory", nasrt_memory},
     {"reset_peak_memory", nasrt_reset_peak_memory}, {"is_tensor", nasrt_is_tensor},
-    {"clock", nasrt_clock}, {NULL, NULL}};
+    {"clock", nasrt_clock}, {"catch_interrupt", nasrt_catch_interrupt},
+    {"interrupted", nasrt_interrupted}, {NULL, NULL}};
 
 /* Registers fn under name in the tables at F and methods (if > 0), with the
    name as upvalue 1 so messages name the op. */

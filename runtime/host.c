@@ -224,11 +224,33 @@ static int pushargs(lua_State *L) {
 static int handle_script(lua_State *L, char **argv) {
     const char *fname = argv[0];
     if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL; /* stdin */
+    int top = lua_gettop(L);
     int status = luaL_loadfile(L, fname);
     if (status == LUA_OK) {
         int n = pushargs(L);
         status = docall(L, n, LUA_MULTRET);
     }
+    /* A script that returns a recipe table {name=, defaults=, run=} is run
+       by nasrt.recipe.main(recipe, arg): option parsing, --help, the run
+       directory, Ctrl-C handling.  Specs load the same file and call run. */
+    if (status == LUA_OK && lua_gettop(L) > top && lua_istable(L, top + 1)) {
+        lua_getfield(L, top + 1, "run");
+        int isrecipe = lua_isfunction(L, -1);
+        lua_pop(L, 1);
+        if (isrecipe) {
+            lua_getglobal(L, "require");
+            lua_pushstring(L, "nasrt.recipe");
+            status = docall(L, 1, 1);
+            if (status == LUA_OK) {
+                lua_getfield(L, -1, "main");
+                lua_remove(L, -2);
+                lua_pushvalue(L, top + 1);
+                lua_getglobal(L, "arg");
+                status = docall(L, 2, 0);
+            }
+        }
+    }
+    if (status == LUA_OK) lua_settop(L, top);
     return report(L, status);
 }
 

@@ -2,7 +2,7 @@
 # Installs the Debian packages nasrt needs, only those that are missing.
 # Usage: scripts/setup.sh [--bench]   (--bench adds python3-torch for bench/)
 set -e
-pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem libopenblas-dev zlib1g-dev \
+pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem lua-dkjson libopenblas-dev zlib1g-dev \
 dataset-fashion-mnist cmake make gcc libreadline-dev"
 [ "$1" = "--bench" ] && pkgs="$pkgs python3-torch python3-numpy"
 missing=""

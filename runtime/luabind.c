@@ -53,7 +53,8 @@ int nrL_raise(lua_State *L, nr_status st) {
     if (!msg[0]) msg = st == NR_ENOMEM ? "out of memory" : "error";
     const char *fn = fname(L);
     size_t n = strlen(fn);
-    if (strncmp(msg, fn, n) == 0 && msg[n] == ':') return luaL_error(L, "%s", msg);
+    if (strcmp(fn, "?") == 0 || (strncmp(msg, fn, n) == 0 && msg[n] == ':'))
+        return luaL_error(L, "%s", msg);
     return luaL_error(L, "%s: %s", fn, msg);
 }
 

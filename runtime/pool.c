@@ -39,9 +39,13 @@ static void run_chunk(int ith) {
     if (i1 > i0) P.fn(P.ctx, i0, i1, ith);
 }
 
+/* generation each worker was created at: a job posted before the thread
+   first runs must still be seen as new */
+static unsigned start_gen[MAXTHREADS];
+
 static void *worker(void *arg) {
     int ith = (int)(intptr_t)arg;
-    unsigned seen = atomic_load(&P.gen);
+    unsigned seen = start_gen[ith];
     for (;;) {
         unsigned g;
         int spins = 0;
@@ -71,6 +75,7 @@ void nr_set_num_threads(int n) {
     pthread_sigmask(SIG_BLOCK, &all, &old);
     while (P.started < n - 1) {
         int ith = P.started + 1;
+        start_gen[ith] = atomic_load(&P.gen);
         if (pthread_create(&P.tid[ith], NULL, worker, (void *)(intptr_t)ith) != 0) break;
         pthread_detach(P.tid[ith]);
         P.started++;

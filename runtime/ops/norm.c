@@ -461,8 +461,8 @@ static void sm_rows_task(void *ctx, int64_t r0, int64_t r1, int ith) {
         for (int64_t k = 0; k < K; k++) y[k] = fexp(x[k] - mx);
         double s = dsum(y, K);
         if (j->logmode) {
-            const float lse = mx + (float)log(s);
-            for (int64_t k = 0; k < K; k++) y[k] = x[k] - lse;
+            const float ls = (float)log(s);
+            for (int64_t k = 0; k < K; k++) y[k] = (x[k] - mx) - ls;
         } else {
             const float inv = (float)(1.0 / s);
             for (int64_t k = 0; k < K; k++) y[k] *= inv;
@@ -490,9 +490,10 @@ static void sm_cols_task(void *ctx, int64_t t0, int64_t t1, int ith) {
         if (j->logmode) {
             for (int64_t k = 0; k < K; k++)
                 for (int64_t i = 0; i < nb; i++) s[i] += fexp(x[k * I + i] - mx[i]);
-            for (int64_t i = 0; i < nb; i++) mx[i] += (float)log(s[i]);
+            float ls[SM_IB];
+            for (int64_t i = 0; i < nb; i++) ls[i] = (float)log(s[i]);
             for (int64_t k = 0; k < K; k++)
-                for (int64_t i = 0; i < nb; i++) y[k * I + i] = x[k * I + i] - mx[i];
+                for (int64_t i = 0; i < nb; i++) y[k * I + i] = (x[k * I + i] - mx[i]) - ls[i];
         } else {
             for (int64_t k = 0; k < K; k++)
                 for (int64_t i = 0; i < nb; i++) {

@@ -129,8 +129,8 @@ static int getfield(lua_State *L, int idx, const char *key) {
 
 int64_t nrL_optint_field(lua_State *L, int idx, const char *key, int64_t def, const char *fn) {
     if (!getfield(L, idx, key)) return def;
-    int isint;
-    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    int isint = 0;
+    lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
     if (!isint) luaL_error(L, "%s: option '%s' must be an integer, got %s", fn, key,
                            lua_type(L, -1) == LUA_TNUMBER ? "a fractional number" : luaL_typename(L, -1));
     lua_pop(L, 1);
@@ -145,15 +145,15 @@ void nrL_optpair_field(lua_State *L, int idx, const char *key, int64_t def, int6
         if (lua_rawlen(L, -1) != 2) luaL_error(L, "%s: option '%s' must be a number or a pair {h, w}", fn, key);
         for (int i = 0; i < 2; i++) {
             lua_rawgeti(L, -1, i + 1);
-            int isint;
-            lua_Integer v = lua_tointegerx(L, -1, &isint);
+            int isint = 0;
+            lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
             if (!isint) luaL_error(L, "%s: option '%s'[%d] must be an integer", fn, key, i + 1);
             out[i] = v;
             lua_pop(L, 1);
         }
     } else {
-        int isint;
-        lua_Integer v = lua_tointegerx(L, -1, &isint);
+        int isint = 0;
+        lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
         if (!isint) luaL_error(L, "%s: option '%s' must be an integer or a pair {h, w}, got %s", fn, key,
                                lua_type(L, -1) == LUA_TNUMBER ? "a fractional number" : luaL_typename(L, -1));
         out[0] = out[1] = v;
@@ -163,8 +163,8 @@ void nrL_optpair_field(lua_State *L, int idx, const char *key, int64_t def, int6
 
 double nrL_optnum_field(lua_State *L, int idx, const char *key, double def, const char *fn) {
     if (!getfield(L, idx, key)) return def;
-    int isnum;
-    lua_Number v = lua_tonumberx(L, -1, &isnum);
+    int isnum = lua_type(L, -1) == LUA_TNUMBER;
+    lua_Number v = lua_tonumber(L, -1);
     if (!isnum) luaL_error(L, "%s: option '%s' must be a number, got %s", fn, key, luaL_typename(L, -1));
     lua_pop(L, 1);
     return v;

@@ -14,5 +14,6 @@ end
 -- Lua library layers (they require only nasrt.core, so no cycle).
 nasrt.nn = require "nasrt.nn"
 nasrt.optim = require "nasrt.optim"
+nasrt.blocks = require "nasrt.blocks"
 
 return nasrt

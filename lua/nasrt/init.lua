@@ -15,5 +15,13 @@ end
 nasrt.nn = require "nasrt.nn"
 nasrt.optim = require "nasrt.optim"
 nasrt.blocks = require "nasrt.blocks"
+nasrt.bench = require "nasrt.bench"
+nasrt.supernet = require "nasrt.supernet"
+
+--- Distributed helpers; a single process is rank 0 of 1 (issue 9 adds MPI).
+nasrt.dist = nasrt.dist or {
+  rank = function() return 0 end,
+  size = function() return 1 end,
+}
 
 return nasrt

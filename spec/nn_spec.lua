@@ -636,3 +636,36 @@ describe("nasrt.optim schedules and clipping", function()
     assert.allclose(a.grad, {3, -4})   -- under the limit: untouched
   end)
 end)
+
+describe("training state through checkpoints", function()
+  it_if(nasrt.save ~= nil, "model, optimizer and schedule state survive nasrt.save/load", function()
+    local function build()
+      nasrt.manual_seed(5)
+      local net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+      local opt = optim.SGD(net:parameters(), {lr = 0.1, momentum = 0.9})
+      return net, opt, optim.CosineLR(opt, 10)
+    end
+    local x = nasrt.randn{6, 3}
+    local function train_step(net, opt, sched)
+      opt:zero_grad()
+      F.sum(F.pow(net(x), 2)):backward()
+      opt:step()
+      sched:step()
+    end
+    local net, opt, sched = build()
+    train_step(net, opt, sched)
+    local path = os.tmpname()
+    assert.is_true(nasrt.save(path, {model = net:state_dict(), opt = opt:state_dict(),
+                                     sched = sched:state_dict()}))
+    local ck = assert(nasrt.load(path))
+    os.remove(path)
+    local net2, opt2, sched2 = build()
+    net2:load_state_dict(ck.model)
+    opt2:load_state_dict(ck.opt)
+    sched2:load_state_dict(ck.sched)
+    train_step(net, opt, sched)
+    train_step(net2, opt2, sched2)
+    assert.are.equal(sched:get_lr(), sched2:get_lr())
+    for i, p in ipairs(net:parameters()) do assert.allclose(net2:parameters()[i], p, 1e-6) end
+  end)
+end)

@@ -147,7 +147,6 @@ local is_module = nn.is_module
 --- The base class.
 -- @type Module
 nn.Module = Module
-Module.super = nil
 
 function Module._setup(self)
   rawset(self, "_param_names", {})
@@ -847,7 +846,7 @@ function BatchNorm2d:forward(x)
   local momentum = self.momentum or 0.0
   if training and track then
     local nbt = self.num_batches_tracked
-    core.no_grad(function() nbt:add_(1) end)
+    nbt:add_(1)   -- a leaf: in-place updates are allowed even with grad mode on
     if self.momentum == nil then momentum = 1.0 / nbt:item() end
   end
   local use_batch = training or not track

@@ -16,6 +16,7 @@ nasrt.nn = require "nasrt.nn"
 nasrt.optim = require "nasrt.optim"
 nasrt.blocks = require "nasrt.blocks"
 nasrt.bench = require "nasrt.bench"
+nasrt.search = require "nasrt.search"
 nasrt.supernet = require "nasrt.supernet"
 
 --- Distributed helpers; a single process is rank 0 of 1 (issue 9 adds MPI).

@@ -45,24 +45,31 @@ static double *to_double(const nr_tensor *t) {
 typedef struct {
     int64_t N, C, H, W, Co, kh, kw, s, p, d, G;
     int bias;
+    int64_t sw, pw, dw; /* the width's stride, padding, dilation; 0: as s, p, d */
 } ccfg;
+
+static int64_t c_sw(const ccfg *c) { return c->sw ? c->sw : c->s; }
+static int64_t c_pw(const ccfg *c) { return c->pw ? c->pw : c->p; }
+static int64_t c_dw(const ccfg *c) { return c->dw ? c->dw : c->d; }
 
 static int64_t cout_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d) {
     return (in + 2 * p - d * (k - 1) - 1) / s + 1;
 }
 
 static void cfg_str(const ccfg *c, char *buf) {
-    snprintf(buf, 200, "N=%lld C=%lld %lldx%lld Co=%lld k=%lldx%lld s=%lld p=%lld d=%lld g=%lld b=%d",
+    snprintf(buf, 200,
+             "N=%lld C=%lld %lldx%lld Co=%lld k=%lldx%lld s=%lld,%lld p=%lld,%lld d=%lld,%lld g=%lld b=%d",
              (long long)c->N, (long long)c->C, (long long)c->H, (long long)c->W,
              (long long)c->Co, (long long)c->kh, (long long)c->kw, (long long)c->s,
-             (long long)c->p, (long long)c->d, (long long)c->G, c->bias);
+             (long long)c_sw(c), (long long)c->p, (long long)c_pw(c), (long long)c->d,
+             (long long)c_dw(c), (long long)c->G, c->bias);
 }
 
 /* y = conv(x, w, b), and given gy: gx, gw, gb (all double). */
 static void conv_ref(const ccfg *c, const double *x, const double *w, const double *b,
                      double *y, const double *gy, double *gx, double *gw, double *gb) {
     int64_t OH = cout_size(c->H, c->kh, c->s, c->p, c->d);
-    int64_t OW = cout_size(c->W, c->kw, c->s, c->p, c->d);
+    int64_t OW = cout_size(c->W, c->kw, c_sw(c), c_pw(c), c_dw(c));
     int64_t Cg = c->C / c->G, Cog = c->Co / c->G;
     for (int64_t n = 0; n < c->N; n++)
         for (int64_t co = 0; co < c->Co; co++) {
@@ -77,7 +84,7 @@ static void conv_ref(const ccfg *c, const double *x, const double *w, const doub
                         for (int64_t i = 0; i < c->kh; i++)
                             for (int64_t j = 0; j < c->kw; j++) {
                                 int64_t ih = oh * c->s - c->p + i * c->d;
-                                int64_t iw = ow * c->s - c->p + j * c->d;
+                                int64_t iw = ow * c_sw(c) - c_pw(c) + j * c_dw(c);
                                 if (ih < 0 || ih >= c->H || iw < 0 || iw >= c->W) continue;
                                 int64_t xi = ((n * c->C + g * Cg + ci) * c->H + ih) * c->W + iw;
                                 int64_t wi = ((co * Cg + ci) * c->kh + i) * c->kw + j;
@@ -99,7 +106,7 @@ static void check_conv(const ccfg *c) {
     nr_tensor *b = c->bias ? nr_tensor_randn(1, (int64_t[]){c->Co}) : NULL;
     x->requires_grad = w->requires_grad = 1;
     if (b) b->requires_grad = 1;
-    nr_conv_params cp = {{c->s, c->s}, {c->p, c->p}, {c->d, c->d}, c->G};
+    nr_conv_params cp = {{c->s, c_sw(c)}, {c->p, c_pw(c)}, {c->d, c_dw(c)}, c->G};
     nr_tensor *y = NULL;
     nr_status st = nr_conv2d(&y, x, w, b, &cp);
     if (st != NR_OK) {
@@ -108,7 +115,7 @@ static void check_conv(const ccfg *c) {
         goto out;
     }
     int64_t OH = cout_size(c->H, c->kh, c->s, c->p, c->d);
-    int64_t OW = cout_size(c->W, c->kw, c->s, c->p, c->d);
+    int64_t OW = cout_size(c->W, c->kw, c_sw(c), c_pw(c), c_dw(c));
     CHECK(y->ndim == 4 && y->ne[0] == c->N && y->ne[1] == c->Co && y->ne[2] == OH &&
           y->ne[3] == OW);
     nr_tensor *gy = nr_tensor_randn(4, y->ne);
@@ -158,7 +165,7 @@ static void test_conv_configs(void) {
                 for (int di = 0; di < 2; di++)
                     for (int gk = 0; gk < 3; gk++) {
                         ccfg c = {1 + pick(3), 4, 7 + pick(5), 6 + pick(6), 0, ks[ki], ks[ki],
-                                  ss[si], ps[pi], ds[di], 1, (int)pick(2)};
+                                  ss[si], ps[pi], ds[di], 1, (int)pick(2), 0, 0, 0};
                         if (gk == 0) { c.G = 1; c.Co = 5; }
                         if (gk == 1) { c.G = 2; c.Co = 6; }
                         if (gk == 2) { c.G = 4; c.Co = 4 * (1 + pick(2)); } /* depthwise */
@@ -171,26 +178,48 @@ static void test_conv_configs(void) {
     /* specific shapes: 1x1 pointwise, wide rows (several 16-lane blocks),
        rectangular kernels, C=1 first layers, bigger channel counts */
     static const ccfg extra[] = {
-        {2, 16, 9, 11, 24, 1, 1, 1, 0, 1, 1, 1},
-        {3, 8, 5, 5, 8, 1, 1, 2, 0, 1, 1, 0},
-        {2, 8, 6, 7, 4, 1, 1, 1, 1, 1, 1, 1},
-        {2, 3, 13, 37, 5, 3, 3, 1, 1, 1, 1, 1},
-        {2, 6, 17, 35, 6, 3, 3, 1, 1, 1, 6, 1},
-        {2, 6, 17, 35, 6, 3, 3, 2, 1, 1, 6, 0},
-        {2, 6, 17, 35, 6, 5, 5, 1, 2, 1, 6, 1},
-        {1, 6, 21, 33, 6, 3, 3, 1, 2, 2, 6, 1},
-        {1, 5, 19, 18, 5, 3, 3, 3, 2, 3, 5, 1},
-        {2, 4, 9, 10, 4, 2, 3, 1, 1, 1, 4, 1},
-        {2, 4, 9, 10, 6, 3, 2, 2, 1, 2, 2, 1},
-        {3, 1, 12, 12, 8, 3, 3, 1, 1, 1, 1, 1},
-        {2, 1, 12, 13, 4, 5, 5, 2, 2, 1, 1, 0},
-        {2, 32, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1},
-        {2, 16, 14, 14, 32, 3, 3, 2, 1, 1, 1, 1},
-        {1, 8, 3, 3, 4, 3, 3, 1, 0, 1, 1, 1},  /* output 1x1 */
-        {1, 4, 1, 1, 4, 3, 3, 1, 1, 1, 1, 1},  /* 1x1 input, padded */
-        {1, 4, 1, 1, 4, 3, 3, 1, 1, 1, 4, 1},
-        {2, 4, 8, 8, 4, 7, 7, 1, 3, 1, 4, 1},
-        {2, 12, 10, 10, 12, 3, 3, 1, 1, 1, 3, 1},
+        {2, 16, 9, 11, 24, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0},
+        {3, 8, 5, 5, 8, 1, 1, 2, 0, 1, 1, 0, 0, 0, 0},
+        {2, 8, 6, 7, 4, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 3, 13, 37, 5, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 6, 17, 35, 6, 3, 3, 1, 1, 1, 6, 1, 0, 0, 0},
+        {2, 6, 17, 35, 6, 3, 3, 2, 1, 1, 6, 0, 0, 0, 0},
+        {2, 6, 17, 35, 6, 5, 5, 1, 2, 1, 6, 1, 0, 0, 0},
+        {1, 6, 21, 33, 6, 3, 3, 1, 2, 2, 6, 1, 0, 0, 0},
+        {1, 5, 19, 18, 5, 3, 3, 3, 2, 3, 5, 1, 0, 0, 0},
+        {2, 4, 9, 10, 4, 2, 3, 1, 1, 1, 4, 1, 0, 0, 0},
+        {2, 4, 9, 10, 6, 3, 2, 2, 1, 2, 2, 1, 0, 0, 0},
+        {3, 1, 12, 12, 8, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 1, 12, 13, 4, 5, 5, 2, 2, 1, 1, 0, 0, 0, 0},
+        {2, 32, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 16, 14, 14, 32, 3, 3, 2, 1, 1, 1, 1, 0, 0, 0},
+        {1, 8, 3, 3, 4, 3, 3, 1, 0, 1, 1, 1, 0, 0, 0},  /* output 1x1 */
+        {1, 4, 1, 1, 4, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},  /* 1x1 input, padded */
+        {1, 4, 1, 1, 4, 3, 3, 1, 1, 1, 4, 1, 0, 0, 0},
+        {2, 4, 8, 8, 4, 7, 7, 1, 3, 1, 4, 1, 0, 0, 0},
+        {2, 12, 10, 10, 12, 3, 3, 1, 1, 1, 3, 1, 0, 0, 0},
+        /* the channel-vector kernels (channels multiples of 16, 32, 64) */
+        {2, 16, 9, 11, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 32, 7, 30, 32, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0},
+        {1, 64, 6, 5, 64, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 16, 8, 8, 48, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {2, 48, 9, 9, 16, 3, 3, 1, 2, 2, 1, 1, 0, 0, 0},
+        {2, 32, 11, 13, 32, 3, 3, 2, 1, 1, 1, 1, 0, 0, 0},
+        {1, 16, 12, 12, 32, 5, 5, 2, 2, 1, 1, 1, 0, 0, 0},
+        {2, 32, 9, 10, 64, 3, 3, 1, 1, 1, 2, 1, 0, 0, 0},
+        {2, 16, 10, 9, 16, 3, 3, 3, 1, 1, 1, 1, 0, 0, 0},
+        {1, 16, 17, 17, 16, 5, 5, 1, 4, 2, 1, 0, 0, 0, 0},
+        {1, 32, 5, 5, 16, 3, 3, 1, 3, 1, 1, 1, 0, 0, 0}, /* padding > d*(k-1): dX fallback */
+        {1, 32, 30, 31, 16, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0}, /* rows wider than a tile */
+        /* anisotropic stride / padding / dilation / kernel */
+        {2, 4, 9, 11, 6, 3, 3, 1, 1, 1, 1, 1, 2, 0, 0},
+        {2, 4, 9, 11, 6, 3, 2, 2, 0, 1, 1, 1, 1, 1, 2},
+        {2, 16, 10, 12, 32, 3, 5, 1, 1, 2, 1, 1, 1, 2, 1},
+        {2, 6, 11, 9, 6, 3, 3, 2, 1, 1, 6, 1, 1, 0, 2},
+        {2, 6, 11, 9, 12, 5, 3, 1, 2, 1, 6, 1, 2, 1, 0},
+        {1, 8, 7, 9, 8, 1, 3, 1, 0, 1, 1, 1, 2, 1, 0},
+        /* stride 3 depthwise, multiplier 2 */
+        {2, 5, 16, 17, 10, 3, 3, 3, 1, 1, 5, 1, 0, 0, 0},
     };
     for (size_t i = 0; i < sizeof extra / sizeof *extra; i++) {
         check_conv(&extra[i]);
@@ -203,9 +232,9 @@ static void test_conv_configs(void) {
    checked against the op's gradients, for a few entries. */
 static void test_conv_fd(void) {
     static const ccfg cs[] = {
-        {2, 4, 6, 7, 6, 3, 3, 2, 1, 2, 2, 1},
-        {2, 3, 7, 6, 3, 3, 3, 1, 1, 1, 3, 1},
-        {1, 4, 5, 5, 4, 1, 1, 1, 0, 1, 1, 1},
+        {2, 4, 6, 7, 6, 3, 3, 2, 1, 2, 2, 1, 0, 0, 0},
+        {2, 3, 7, 6, 3, 3, 3, 1, 1, 1, 3, 1, 0, 0, 0},
+        {1, 4, 5, 5, 4, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0},
     };
     for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
         const ccfg *c = &cs[k];
@@ -321,7 +350,7 @@ static void test_conv_noncontig(void) {
         CHECK(memcmp(nr_data(y), nr_data(yc), (size_t)nr_numel(y) * 4) == 0);
         nr_tensor *g = nr_tensor_randn(4, y->ne);
         CHECK(nr_backward(y, g) == NR_OK);
-        ccfg c = {2, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, 0};
+        ccfg c = {2, 3, 7, 9, 4, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0};
         double *xd = to_double(xc), *wd = to_double(w), *gd = to_double(g);
         double *gx = calloc((size_t)nr_numel(xc), sizeof(double));
         conv_ref(&c, xd, wd, NULL, NULL, gd, gx, NULL, NULL);
@@ -407,7 +436,12 @@ static void test_conv_errors(void) {
 typedef struct {
     int64_t N, C, H, W, k, s, p;
     int cip, ceil;
+    int64_t kw, sw, pw; /* the width's kernel, stride, padding; 0: as k, s, p */
 } pcfg;
+
+static int64_t p_kw(const pcfg *c) { return c->kw ? c->kw : c->k; }
+static int64_t p_sw(const pcfg *c) { return c->sw ? c->sw : c->s; }
+static int64_t p_pw(const pcfg *c) { return c->pw ? c->pw : c->p; }
 
 static int64_t pout(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode) {
     int64_t num = in + 2 * p - k + (ceil_mode ? s - 1 : 0);
@@ -419,7 +453,9 @@ static int64_t pout(int64_t in, int64_t k, int64_t s, int64_t p, int ceil_mode) 
 /* kind 0 max, 1 avg.  Computes y and gx for gy. */
 static void pool_ref(int kind, const pcfg *c, const double *x, double *y, const double *gy,
                      double *gx) {
-    int64_t OH = pout(c->H, c->k, c->s, c->p, c->ceil), OW = pout(c->W, c->k, c->s, c->p, c->ceil);
+    int64_t OH = pout(c->H, c->k, c->s, c->p, c->ceil);
+    int64_t OW = pout(c->W, p_kw(c), p_sw(c), p_pw(c), c->ceil);
+    const int64_t kw = p_kw(c), sw = p_sw(c), pw = p_pw(c);
     for (int64_t pl = 0; pl < c->N * c->C; pl++)
         for (int64_t oh = 0; oh < OH; oh++)
             for (int64_t ow = 0; ow < OW; ow++) {
@@ -427,10 +463,10 @@ static void pool_ref(int kind, const pcfg *c, const double *x, double *y, const 
                 double best = -INFINITY, sum = 0;
                 int64_t bi = -1, cnt = 0, cntpad = 0;
                 for (int64_t i = 0; i < c->k; i++)
-                    for (int64_t j = 0; j < c->k; j++) {
-                        int64_t ih = oh * c->s - c->p + i, iw = ow * c->s - c->p + j;
+                    for (int64_t j = 0; j < kw; j++) {
+                        int64_t ih = oh * c->s - c->p + i, iw = ow * sw - pw + j;
                         /* count_include_pad counts positions inside the padded input */
-                        if (ih < c->H + c->p && iw < c->W + c->p) cntpad++;
+                        if (ih < c->H + c->p && iw < c->W + pw) cntpad++;
                         if (ih < 0 || iw < 0 || ih >= c->H || iw >= c->W) continue;
                         int64_t xi = (pl * c->H + ih) * c->W + iw;
                         cnt++;
@@ -447,8 +483,8 @@ static void pool_ref(int kind, const pcfg *c, const double *x, double *y, const 
                     double div = c->cip ? (double)cntpad : (double)cnt;
                     y[yi] = sum / div;
                     for (int64_t i = 0; i < c->k; i++)
-                        for (int64_t j = 0; j < c->k; j++) {
-                            int64_t ih = oh * c->s - c->p + i, iw = ow * c->s - c->p + j;
+                        for (int64_t j = 0; j < kw; j++) {
+                            int64_t ih = oh * c->s - c->p + i, iw = ow * sw - pw + j;
                             if (ih < 0 || iw < 0 || ih >= c->H || iw >= c->W) continue;
                             gx[(pl * c->H + ih) * c->W + iw] += gy[yi] / div;
                         }
@@ -458,12 +494,14 @@ static void pool_ref(int kind, const pcfg *c, const double *x, double *y, const 
 
 static void check_pool(int kind, const pcfg *c) {
     char cs[200];
-    snprintf(cs, sizeof cs, "%s N=%lld C=%lld %lldx%lld k=%lld s=%lld p=%lld cip=%d ceil=%d",
+    snprintf(cs, sizeof cs,
+             "%s N=%lld C=%lld %lldx%lld k=%lld,%lld s=%lld,%lld p=%lld,%lld cip=%d ceil=%d",
              kind ? "avg" : "max", (long long)c->N, (long long)c->C, (long long)c->H,
-             (long long)c->W, (long long)c->k, (long long)c->s, (long long)c->p, c->cip, c->ceil);
+             (long long)c->W, (long long)c->k, (long long)p_kw(c), (long long)c->s,
+             (long long)p_sw(c), (long long)c->p, (long long)p_pw(c), c->cip, c->ceil);
     nr_tensor *x = randn4(c->N, c->C, c->H, c->W);
     x->requires_grad = 1;
-    nr_pool_params pp = {{c->k, c->k}, {c->s, c->s}, {c->p, c->p}, c->cip, c->ceil};
+    nr_pool_params pp = {{c->k, p_kw(c)}, {c->s, p_sw(c)}, {c->p, p_pw(c)}, c->cip, c->ceil};
     nr_tensor *y = NULL;
     nr_status st = kind ? nr_avg_pool2d(&y, x, &pp) : nr_max_pool2d(&y, x, &pp);
     if (st != NR_OK) {
@@ -472,7 +510,8 @@ static void check_pool(int kind, const pcfg *c) {
         nr_tensor_release(x);
         return;
     }
-    int64_t OH = pout(c->H, c->k, c->s, c->p, c->ceil), OW = pout(c->W, c->k, c->s, c->p, c->ceil);
+    int64_t OH = pout(c->H, c->k, c->s, c->p, c->ceil);
+    int64_t OW = pout(c->W, p_kw(c), p_sw(c), p_pw(c), c->ceil);
     CHECK(y->ne[2] == OH && y->ne[3] == OW);
     nr_tensor *gy = nr_tensor_randn(4, y->ne);
     int64_t nx = nr_numel(x), ny = nr_numel(y);
@@ -501,12 +540,23 @@ static void test_pools(void) {
                         for (int ceil = 0; ceil < 2; ceil++) {
                             if (kind == 0 && cip) continue;
                             pcfg c = {1 + pick(2), 1 + pick(3), 5 + pick(6), 4 + pick(7), k, s, p,
-                                      cip, ceil};
+                                      cip, ceil, 0, 0, 0};
                             if (pout(c.H, k, s, p, ceil) < 1 || pout(c.W, k, s, p, ceil) < 1)
                                 continue;
                             check_pool(kind, &c);
                             n++;
                         }
+    /* rectangular windows, wide rows (several 16-lane blocks) */
+    static const pcfg rect[] = {
+        {2, 3, 9, 40, 3, 2, 1, 1, 0, 2, 3, 1}, {2, 3, 9, 40, 3, 2, 1, 0, 1, 2, 3, 1},
+        {1, 2, 11, 37, 2, 1, 1, 0, 1, 4, 3, 2}, {1, 2, 12, 35, 4, 3, 2, 1, 1, 3, 1, 1},
+        {2, 2, 33, 7, 3, 3, 0, 0, 0, 5, 2, 2},
+    };
+    for (int kind = 0; kind < 2; kind++)
+        for (size_t i = 0; i < sizeof rect / sizeof *rect; i++) {
+            check_pool(kind, &rect[i]);
+            n++;
+        }
     printf("pooling: %d configurations\n", n);
     /* PyTorch's output sizes, ceil_mode's last-window rule */
     CHECK(pout(5, 2, 2, 0, 1) == 3 && pout(5, 2, 2, 0, 0) == 2);
@@ -547,6 +597,27 @@ static void test_max_pool_neg_inf_pad(void) {
     pp.count_include_pad = 0;
     CHECK(nr_avg_pool2d(&y, x, &pp) == NR_OK);
     CHECK_NEAR(nr_data(y)[0], -5.0, 1e-6);
+    nr_tensor_release(y);
+    nr_tensor_release(x);
+}
+
+/* PyTorch's max: NaN wins (and propagates), ties go to the first element */
+static void test_max_pool_nan_ties(void) {
+    nr_tensor *x = nr_tensor_zeros(4, (int64_t[]){1, 1, 2, 4}), *y = NULL;
+    x->requires_grad = 1;
+    float *d = nr_data(x);
+    d[0] = 1, d[1] = 1, d[2] = NAN, d[3] = 5; /* row 0 */
+    d[4] = 1, d[5] = 0, d[6] = 3, d[7] = 7;   /* row 1 */
+    nr_pool_params pp = {{2, 2}, {2, 2}, {0, 0}, 1, 0};
+    CHECK(nr_max_pool2d(&y, x, &pp) == NR_OK);
+    if (!y) return;
+    CHECK(nr_data(y)[0] == 1.0f && isnan(nr_data(y)[1]));
+    nr_tensor *g = nr_tensor_full(4, y->ne, 1.0f);
+    CHECK(nr_backward(y, g) == NR_OK);
+    const float *gx = nr_data(x->grad);
+    CHECK(gx[0] == 1 && gx[1] == 0 && gx[4] == 0); /* first of the tied 1s */
+    CHECK(gx[2] == 1 && gx[3] == 0 && gx[7] == 0); /* the NaN */
+    nr_tensor_release(g);
     nr_tensor_release(y);
     nr_tensor_release(x);
 }
@@ -642,12 +713,12 @@ static void free_run(run_out *r) {
 
 static void test_threads(void) {
     static const ccfg cs[] = {
-        {19, 16, 14, 14, 24, 3, 3, 1, 1, 1, 1, 1},
-        {8, 16, 14, 14, 32, 1, 1, 1, 0, 1, 1, 1},
-        {9, 16, 13, 15, 16, 3, 3, 2, 1, 1, 2, 1},
-        {11, 16, 14, 14, 16, 3, 3, 1, 1, 1, 16, 1},
-        {7, 8, 15, 15, 16, 5, 5, 2, 2, 1, 8, 1},
-        {5, 16, 14, 14, 16, 3, 3, 1, 2, 2, 16, 1},
+        {19, 16, 14, 14, 24, 3, 3, 1, 1, 1, 1, 1, 0, 0, 0},
+        {8, 16, 14, 14, 32, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0},
+        {9, 16, 13, 15, 16, 3, 3, 2, 1, 1, 2, 1, 0, 0, 0},
+        {11, 16, 14, 14, 16, 3, 3, 1, 1, 1, 16, 1, 0, 0, 0},
+        {7, 8, 15, 15, 16, 5, 5, 2, 2, 1, 8, 1, 0, 0, 0},
+        {5, 16, 14, 14, 16, 3, 3, 1, 2, 2, 16, 1, 0, 0, 0},
     };
     for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
         nr_set_num_threads(1);
@@ -729,6 +800,7 @@ int main(void) {
     test_conv_errors();
     test_pools();
     test_max_pool_neg_inf_pad();
+    test_max_pool_nan_ties();
     test_adaptive();
     test_threads();
     test_no_grad();

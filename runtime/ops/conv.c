@@ -2,25 +2,34 @@
 ** conv.c -- nr_conv2d: 2-D convolution (PyTorch's cross-correlation) with
 ** stride, padding, dilation and groups, forward and backward.
 **
-** Two engines:
-**  - dense / grouped: im2col (a few output rows at a time, so the column
-**    buffer stays in L2) + nr_gemm, parallel over (image, group, row chunk).
-**    The 1x1 stride-1 unpadded case multiplies the input directly.
-**    Backward runs over fixed blocks of images (the blocking depends on the
-**    shapes only, never on the thread count, so results are bit-identical
-**    with any number of threads): dX = col2im(W^T gout), dW into one partial
-**    per block, the partials summed in block order.
-**  - depthwise (groups == C, Co a multiple of C): a direct kernel.  Each
-**    input plane is copied once into a zero-padded buffer whose columns are
-**    split by stride phase, so every tap of every stride reads a contiguous
-**    run; output rows are computed 16 lanes at a time in registers.
-**    Backward runs over input channels (so dW sums images in a fixed order).
+** Three engines, picked by shape:
+**  - depthwise (groups == C, Co a multiple of C): each input plane is
+**    copied into a zero-padded buffer whose columns are split by stride
+**    phase, so every tap of every stride and dilation reads a contiguous
+**    run; output rows are computed 16 lanes at a time, four rows per pass.
+**    dX is a correlation of the padded gradient with the flipped kernel
+**    (stride 1) or a per-phase gather (strided).
+**  - direct (every other conv with k > 1 and equal strides): the same
+**    padded, phase-split copy of an image's channels, then register-tiled
+**    kernels with an implicit im2col: 16 output channels per register and a
+**    run of output pixels per tile when Co is a multiple of 16 (the
+**    common case), else 8 channels x 48 points of a flattened output grid.
+**    dW and (stride 1) dX use the same machinery.
+**  - GEMM (1x1 kernels, anisotropic strides): nr_gemm on the input as it is
+**    (1x1, stride 1, no padding) or on im2col of a few output rows at a
+**    time; dX by GEMM + col2im.
+** Forward work is split over images (and groups); backward over fixed blocks
+** of images whose dW partials are summed in block order, so results are
+** bit-identical with any number of threads.
 */
 #include "nasrt.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define VL 16 /* lanes per register block (one zmm, two ymm) */
 
@@ -263,217 +272,1227 @@ static void reduce_task(void *ctx, int64_t i0, int64_t i1, int ith) {
 
 /* ------------------------------------------------------- depthwise path */
 
-/* The padded, phase-split plane: P[r][q][t] holds padded column q + s*t of
-   padded row r.  Hn rows are needed, Tw entries per phase. */
+/* 16 floats in one register (one zmm; two ymm without AVX-512).  Loads and
+   stores through it are unaligned and may alias float. */
+typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
+#define VLD(p) (*(const vf16 *)(p))
+#define VST(p, v) (*(vf16 *)(p) = (v))
+
+static inline float hsum16(vf16 v) {
+    float s = 0.0f;
+    for (int i = 0; i < VL; i++) s += v[i];
+    return s;
+}
+
+static inline float hsum_fast(vf16 v) {
+#if defined(__AVX512F__)
+    return _mm512_reduce_add_ps((__m512)v);
+#else
+    return hsum16(v);
+#endif
+}
+
+/* d[0..n) = s[0..n) for short runs (a libc call per image row costs more
+   than the copy). */
+static inline void copy_short(float *restrict d, const float *restrict s, int64_t n) {
+    int64_t k = 0;
+    for (; k + VL <= n; k += VL) VST(d + k, VLD(s + k));
+#if defined(__AVX512F__)
+    if (k < n) {
+        __mmask16 mk = (__mmask16)((1u << (n - k)) - 1);
+        _mm512_mask_storeu_ps(d + k, mk, _mm512_maskz_loadu_ps(mk, s + k));
+    }
+#else
+    for (; k < n; k++) d[k] = s[k];
+#endif
+}
+
+/* A correlation of one plane: the source (H x W) is copied into a buffer
+   zero-padded by (ph, pw), whose columns are split by stride phase:
+   P[r][q][t] holds padded column q + sw*t of padded row r (Hn rows, Tw
+   entries per phase, row stride rs = sw*Tw).  Tap (i,j) of output row oh,
+   column ow then reads P[oh*sh*rs + toff[i*kw+j] + ow]: contiguous in ow
+   for every stride and dilation. */
 typedef struct {
-    int64_t Hn, Tw, OWr, m, kk;
-    size_t psz, gsz;   /* floats in a P buffer, in a G buffer */
-} dwgeo;
+    int64_t H, W, ph, pw, sh, sw, dh, dw, kh, kw, kk;
+    int64_t OH, OW, OWr;
+    int64_t Hn, Tw, rs;
+    size_t psz;
+    int64_t *toff;  /* kk offsets, rounded up to a multiple of 8 (padding: 0) */
+} dwp;
 
-static void dw_geometry(const cshape *s, dwgeo *g) {
-    g->OWr = rup(s->OW, VL);
-    g->Hn = (s->OH - 1) * s->sh + (s->kh - 1) * s->dh + 1;
-    g->Tw = g->OWr + ((s->kw - 1) * s->dw) / s->sw;
-    g->m = s->Co / s->C;
-    g->kk = s->kh * s->kw;
-    g->psz = (size_t)rup(g->Hn * s->sw * g->Tw, VL);
-    g->gsz = (size_t)rup(s->OH * g->OWr, VL);
+static void dwp_init(dwp *g, int64_t H, int64_t W, int64_t ph, int64_t pw, int64_t sh,
+                     int64_t sw, int64_t dh, int64_t dw, int64_t kh, int64_t kw, int64_t OH,
+                     int64_t OW, int64_t min_tw, int64_t *toff) {
+    g->H = H, g->W = W, g->ph = ph, g->pw = pw, g->sh = sh, g->sw = sw;
+    g->dh = dh, g->dw = dw, g->kh = kh, g->kw = kw, g->kk = kh * kw;
+    g->OH = OH, g->OW = OW, g->OWr = rup(OW, VL);
+    g->Hn = (OH - 1) * sh + (kh - 1) * dh + 1;
+    g->Tw = g->OWr + ((kw - 1) * dw) / sw;
+    if (g->Tw < min_tw) g->Tw = min_tw;
+    g->Tw = rup(g->Tw, VL); /* whole vectors per phase row */
+    g->rs = sw * g->Tw;
+    g->psz = (size_t)rup(g->Hn * g->rs + VL, VL);
+    g->toff = toff;
+    for (int64_t i = 0; i < kh; i++)
+        for (int64_t j = 0; j < kw; j++) {
+            int64_t c = j * dw;
+            toff[i * kw + j] = i * dh * g->rs + (c % sw) * g->Tw + c / sw;
+        }
+    for (int64_t t = g->kk; t < rup(g->kk, 8); t++) toff[t] = 0;
 }
 
-static void dw_fill(const cshape *s, const dwgeo *g, const float *restrict x,
-                    float *restrict P) {
-    memset(P, 0, g->psz * sizeof(float));
-    const int64_t sw = s->sw, Tw = g->Tw;
-    for (int64_t ih = 0; ih < s->H; ih++) {
-        int64_t r = ih + s->ph;
+/* Stride-2 column phases of one padded row: padded column c = iw + pw of
+   x (W floats) goes to phase c % 2 (at dst + (c % 2) * ps) position c / 2,
+   for positions < n.  Even iw land in phase pw % 2 from pw / 2 on, odd iw
+   in the other phase from (pw + 1) / 2 on. */
+static void split2_row(const float *restrict x, int64_t W, int64_t pw, float *restrict dst,
+                       int64_t ps, int64_t n) {
+    float *de = dst + (pw & 1) * ps + (pw >> 1), *dq = dst + ((pw + 1) & 1) * ps + ((pw + 1) >> 1);
+    int64_t ne = (W + 1) / 2, no = W / 2;
+    if (ne > n - (pw >> 1)) ne = n - (pw >> 1);
+    if (no > n - ((pw + 1) >> 1)) no = n - ((pw + 1) >> 1);
+#if defined(__AVX512F__)
+    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    int64_t mmax = ne > no ? ne : no;
+    for (int64_t m0 = 0; m0 < mmax; m0 += VL) {
+        int64_t left = W - 2 * m0; /* x values from 2*m0 on */
+        __mmask16 k1 = (__mmask16)(left >= VL ? 0xffff : (1u << left) - 1);
+        __mmask16 k2 = (__mmask16)(left >= 2 * VL ? 0xffff : left > VL ? (1u << (left - VL)) - 1 : 0);
+        __m512 a = _mm512_maskz_loadu_ps(k1, x + 2 * m0), b = _mm512_maskz_loadu_ps(k2, x + 2 * m0 + VL);
+        int64_t ce = ne - m0, co = no - m0;
+        if (ce > 0)
+            _mm512_mask_storeu_ps(de + m0, (__mmask16)(ce >= VL ? 0xffff : (1u << ce) - 1),
+                                  _mm512_permutex2var_ps(a, ie, b));
+        if (co > 0)
+            _mm512_mask_storeu_ps(dq + m0, (__mmask16)(co >= VL ? 0xffff : (1u << co) - 1),
+                                  _mm512_permutex2var_ps(a, io, b));
+    }
+#else
+    for (int64_t m = 0; m < ne; m++) de[m] = x[2 * m];
+    for (int64_t m = 0; m < no; m++) dq[m] = x[2 * m + 1];
+#endif
+}
+
+/* The adjoint of split2_row: x[iw] += its phase value. */
+static void merge2_add_row(float *restrict x, int64_t W, int64_t pw, const float *restrict src,
+                           int64_t ps, int64_t n) {
+    const float *de = src + (pw & 1) * ps + (pw >> 1);
+    const float *dq = src + ((pw + 1) & 1) * ps + ((pw + 1) >> 1);
+    int64_t ne = (W + 1) / 2, no = W / 2;
+    if (ne > n - (pw >> 1)) ne = n - (pw >> 1);
+    if (no > n - ((pw + 1) >> 1)) no = n - ((pw + 1) >> 1);
+#if defined(__AVX512F__)
+    const __m512i il = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i ih = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    int64_t mmax = ne > no ? ne : no;
+    for (int64_t m0 = 0; m0 < mmax; m0 += VL) {
+        int64_t ce = ne - m0, co = no - m0;
+        __m512 e = ce > 0 ? _mm512_maskz_loadu_ps((__mmask16)(ce >= VL ? 0xffff : (1u << ce) - 1), de + m0)
+                          : _mm512_setzero_ps();
+        __m512 o = co > 0 ? _mm512_maskz_loadu_ps((__mmask16)(co >= VL ? 0xffff : (1u << co) - 1), dq + m0)
+                          : _mm512_setzero_ps();
+        int64_t left = W - 2 * m0;
+        __mmask16 k1 = (__mmask16)(left >= VL ? 0xffff : (1u << left) - 1);
+        __mmask16 k2 = (__mmask16)(left >= 2 * VL ? 0xffff : left > VL ? (1u << (left - VL)) - 1 : 0);
+        float *x0 = x + 2 * m0;
+        _mm512_mask_storeu_ps(x0, k1, _mm512_add_ps(_mm512_maskz_loadu_ps(k1, x0),
+                                                     _mm512_permutex2var_ps(e, il, o)));
+        if (k2)
+            _mm512_mask_storeu_ps(x0 + VL, k2, _mm512_add_ps(_mm512_maskz_loadu_ps(k2, x0 + VL),
+                                                              _mm512_permutex2var_ps(e, ih, o)));
+    }
+#else
+    for (int64_t m = 0; m < ne; m++) x[2 * m] += de[m];
+    for (int64_t m = 0; m < no; m++) x[2 * m + 1] += dq[m];
+#endif
+}
+
+/* The interior of P <- src (rows of length W, stride lds).  Everything
+   else in P is padding: the caller zeroes P once (memset psz) and the
+   padding stays zero from plane to plane. */
+static void dwp_fill(const dwp *g, const float *restrict src, int64_t lds, float *restrict P) {
+    const int64_t sw = g->sw, Tw = g->Tw, rs = g->rs;
+    int64_t n = g->W;
+    if (g->pw + n > Tw) n = Tw - g->pw;
+    for (int64_t ih = 0; ih < g->H; ih++) {
+        int64_t r = ih + g->ph;
         if (r >= g->Hn) break;
-        const float *restrict xr = x + ih * s->W;
-        float *restrict pr = P + r * sw * Tw;
+        float *restrict pr = P + r * rs;
+        const float *restrict xr = src + ih * lds;
         if (sw == 1) {
-            int64_t n = s->W;
-            if (s->pw + n > Tw) n = Tw - s->pw;
-            if (n > 0) memcpy(pr + s->pw, xr, (size_t)n * sizeof(float));
+            copy_short(pr + g->pw, xr, n);
+        } else if (sw == 2) {
+            split2_row(xr, g->W, g->pw, pr, Tw, Tw);
         } else {
-            for (int64_t iw = 0; iw < s->W; iw++) {
-                int64_t c = iw + s->pw, t = c / sw;
-                if (t < Tw) pr[(c % sw) * Tw + t] = xr[iw];
+            for (int64_t q = 0; q < sw; q++) {
+                /* padded column c = q + sw*t holds x[c - pw] */
+                int64_t t = q >= g->pw ? 0 : (g->pw - q + sw - 1) / sw;
+                int64_t iw = q + sw * t - g->pw;
+                float *restrict pq = pr + q * Tw;
+                for (; t < Tw && iw < g->W; t++, iw += sw) pq[t] = xr[iw];
             }
         }
     }
 }
 
-/* gx_plane += interior of D (same layout as P). */
-static void dw_unfill_add(const cshape *s, const dwgeo *g, const float *restrict D,
-                          float *restrict gx) {
-    const int64_t sw = s->sw, Tw = g->Tw;
-    for (int64_t ih = 0; ih < s->H; ih++) {
-        int64_t r = ih + s->ph;
+/* dst (rows of length W, stride ldd) += the interior of D (P's layout). */
+static void dwp_unfill_add(const dwp *g, const float *restrict D, float *restrict dst,
+                           int64_t ldd) {
+    const int64_t sw = g->sw, Tw = g->Tw;
+    for (int64_t ih = 0; ih < g->H; ih++) {
+        int64_t r = ih + g->ph;
         if (r >= g->Hn) break;
-        float *restrict xr = gx + ih * s->W;
-        const float *restrict dr = D + r * sw * Tw;
-        if (sw == 1) {
-            int64_t n = s->W;
-            if (s->pw + n > Tw) n = Tw - s->pw;
-            const float *restrict d0 = dr + s->pw;
-            for (int64_t iw = 0; iw < n; iw++) xr[iw] += d0[iw];
-        } else {
-            for (int64_t iw = 0; iw < s->W; iw++) {
-                int64_t c = iw + s->pw, t = c / sw;
-                if (t < Tw) xr[iw] += dr[(c % sw) * Tw + t];
-            }
+        float *restrict xr = dst + ih * ldd;
+        const float *restrict dr = D + r * g->rs;
+        if (sw == 2) {
+            merge2_add_row(xr, g->W, g->pw, dr, Tw, Tw);
+            continue;
+        }
+        for (int64_t q = 0; q < sw; q++) {
+            int64_t t = q >= g->pw ? 0 : (g->pw - q + sw - 1) / sw;
+            int64_t iw = q + sw * t - g->pw;
+            const float *restrict dq = dr + q * Tw;
+            for (; t < Tw && iw < g->W; t++, iw += sw) xr[iw] += dq[t];
         }
     }
 }
 
-/* One output plane from a filled P. */
-static void dw_plane_fwd(const cshape *s, const dwgeo *g, const float *restrict P,
-                         const float *restrict w, float bias, float *restrict y) {
-    const int64_t sw = s->sw, Tw = g->Tw, OW = s->OW;
-    for (int64_t oh = 0; oh < s->OH; oh++) {
-        float *restrict yr = y + oh * OW;
+/* y[0..min(n,16)) = v (acc: +=). */
+static inline void store_row(float *restrict y, int64_t n, vf16 v, int acc) {
+    if (n >= VL) {
+        if (acc) v += VLD(y);
+        VST(y, v);
+    } else {
+#if defined(__AVX512F__)
+        __mmask16 mk = (__mmask16)((1u << n) - 1);
+        if (acc) v += (vf16)_mm512_maskz_loadu_ps(mk, y);
+        _mm512_mask_storeu_ps(y, mk, (__m512)v);
+#else
+        for (int64_t k = 0; k < n; k++) y[k] = acc ? y[k] + v[k] : v[k];
+#endif
+    }
+}
+
+/* y (OH x OW, row stride ldy) = bias + correlation of P with the kk taps w
+   (acc: y += instead).  Four output rows at a time: four independent FMA
+   chains per tap. */
+static void dw_corr(const dwp *g, const float *restrict P, const float *restrict w, float bias,
+                    float *restrict y, int64_t ldy, int acc) {
+    const int64_t kk = g->kk, rstep = g->sh * g->rs, OW = g->OW;
+    const int64_t *restrict toff = g->toff;
+    int64_t oh = 0;
+    for (; oh + 4 <= g->OH; oh += 4) {
         for (int64_t ob = 0; ob < g->OWr; ob += VL) {
-            float acc[VL];
-            for (int v = 0; v < VL; v++) acc[v] = bias;
-            for (int64_t i = 0; i < s->kh; i++) {
-                const float *row = P + (oh * s->sh + i * s->dh) * sw * Tw + ob;
-                const float *restrict wr = w + i * s->kw;
-                for (int64_t j = 0; j < s->kw; j++) {
-                    int64_t c = j * s->dw;
-                    const float *restrict src = row + (c % sw) * Tw + c / sw;
-                    float wv = wr[j];
-                    for (int v = 0; v < VL; v++) acc[v] += wv * src[v];
+            const float *b0 = P + oh * rstep + ob;
+            vf16 a0 = {0}, a1, a2, a3;
+            a0 += bias;
+            a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t t = 0; t < kk; t++) {
+                const float *p = b0 + toff[t];
+                float wv = w[t];
+                a0 += wv * VLD(p);
+                a1 += wv * VLD(p + rstep);
+                a2 += wv * VLD(p + 2 * rstep);
+                a3 += wv * VLD(p + 3 * rstep);
+            }
+            float *yr = y + oh * ldy + ob;
+            store_row(yr, OW - ob, a0, acc);
+            store_row(yr + ldy, OW - ob, a1, acc);
+            store_row(yr + 2 * ldy, OW - ob, a2, acc);
+            store_row(yr + 3 * ldy, OW - ob, a3, acc);
+        }
+    }
+    for (; oh < g->OH; oh++) {
+        for (int64_t ob = 0; ob < g->OWr; ob += VL) {
+            const float *b0 = P + oh * rstep + ob;
+            vf16 a0 = {0};
+            a0 += bias;
+            for (int64_t t = 0; t < kk; t++) a0 += w[t] * VLD(b0 + toff[t]);
+            store_row(y + oh * ldy + ob, OW - ob, a0, acc);
+        }
+    }
+}
+
+/* da[t] += sum over the plane of G * (tap t of P).  G: OH rows of stride
+   ldg, zero from column OW up to OWr.  Taps in groups of up to 8
+   accumulators. */
+#define WGRAD_GROUP(NT)                                                                 \
+    static void dw_wgrad_##NT(const dwp *g, const float *restrict P,                  \
+                              const float *restrict G, int64_t ldg,                   \
+                              const int64_t *restrict toff, double *restrict da) {    \
+        const int64_t rstep = g->sh * g->rs;                                          \
+        vf16 a[NT];                                                                   \
+        for (int u = 0; u < NT; u++) a[u] = (vf16){0};                                \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                      \
+            const float *gr = G + oh * ldg, *pr = P + oh * rstep;                     \
+            for (int64_t ob = 0; ob < g->OWr; ob += VL) {                             \
+                vf16 gv = VLD(gr + ob);                                               \
+                for (int u = 0; u < NT; u++) a[u] += gv * VLD(pr + ob + toff[u]);     \
+            }                                                                         \
+        }                                                                             \
+        for (int u = 0; u < NT; u++) da[u] += hsum_fast(a[u]);                         \
+    }
+WGRAD_GROUP(1)
+WGRAD_GROUP(2)
+WGRAD_GROUP(3)
+WGRAD_GROUP(4)
+WGRAD_GROUP(5)
+WGRAD_GROUP(6)
+WGRAD_GROUP(7)
+WGRAD_GROUP(8)
+
+static void dw_wgrad(const dwp *g, const float *P, const float *G, int64_t ldg, double *da) {
+    typedef void (*fn)(const dwp *, const float *, const float *, int64_t, const int64_t *,
+                       double *);
+    static const fn tab[9] = {NULL, dw_wgrad_1, dw_wgrad_2, dw_wgrad_3, dw_wgrad_4,
+                              dw_wgrad_5, dw_wgrad_6, dw_wgrad_7, dw_wgrad_8};
+    int64_t kk = g->kk, t = 0;
+    /* balanced groups: 9 taps -> 5+4, 25 -> 7+6+6+6 */
+    int64_t ng = (kk + 7) / 8;
+    for (int64_t k = 0; k < ng; k++) {
+        int64_t n = (kk - t) / (ng - k);
+        if ((kk - t) % (ng - k)) n++;
+        tab[n](g, P, G, ldg, g->toff + t, da + t);
+        t += n;
+    }
+}
+
+/* dX for the strided (or over-padded) depthwise convs, the adjoint of
+   dw_corr as a gather: padded row r = sh*u + a, column phase b of D is
+       D[r][b][v] = sum over the taps (i, j) with i*dh % sh == a and
+                    j*dw % sw == b of  w[i][j] * G[u - i*dh/sh][v - j*dw/sw]
+   (every D entry written once: no read-modify-write chains).  G is read
+   from Gz, where it sits at (Ei, Ej) in zeros with row stride ldz; the
+   taps of class (a, b) are ctap[cls0[a*sw+b] ..] with Gz offsets cgoff[].
+   acc: D += instead of =. */
+typedef struct {
+    int64_t Ei, Ej, ldz, zrows;  /* Gz geometry */
+    int64_t *cls0, *ctap, *cgoff;
+} dwpg;
+
+static void dwpg_init(const dwp *g, dwpg *q, int64_t *mem) {
+    q->Ei = ((g->kh - 1) * g->dh) / g->sh;
+    q->Ej = ((g->kw - 1) * g->dw) / g->sw;
+    q->ldz = rup(g->Tw + q->Ej, VL);
+    q->zrows = (g->Hn + g->sh - 1) / g->sh + q->Ei + 1;
+    q->cls0 = mem;
+    q->ctap = mem + g->sh * g->sw + 1;
+    q->cgoff = q->ctap + g->kk;
+    int64_t n = 0;
+    for (int64_t a = 0; a < g->sh; a++)
+        for (int64_t b = 0; b < g->sw; b++) {
+            q->cls0[a * g->sw + b] = n;
+            for (int64_t i = 0; i < g->kh; i++) {
+                if ((i * g->dh) % g->sh != a) continue;
+                for (int64_t j = 0; j < g->kw; j++) {
+                    if ((j * g->dw) % g->sw != b) continue;
+                    q->ctap[n] = i * g->kw + j;
+                    q->cgoff[n] = (q->Ei - (i * g->dh) / g->sh) * q->ldz + q->Ej - (j * g->dw) / g->sw;
+                    n++;
                 }
             }
-            if (ob + VL <= OW) {
-                for (int v = 0; v < VL; v++) yr[ob + v] = acc[v];
-            } else {
-                for (int64_t v = 0; v < OW - ob; v++) yr[ob + v] = acc[v];
+        }
+    q->cls0[g->sh * g->sw] = n;
+}
+
+static void dw_pgather(const dwp *g, const dwpg *q, float *restrict D, const float *restrict Gz,
+                       const float *restrict w, int acc) {
+    const int64_t sh = g->sh, sw = g->sw, Tw = g->Tw, rs = g->rs, ldz = q->ldz;
+    for (int64_t b = 0; b < sw; b++) {
+        /* phase b holds padded columns b + sw*v; unfill reads those < W + pw */
+        int64_t nv = (g->W + g->pw - b + sw - 1) / sw;
+        if (nv > Tw) nv = Tw;
+        for (int64_t a = 0; a < sh; a++) {
+            const int64_t t0 = q->cls0[a * sw + b], t1 = q->cls0[a * sw + b + 1];
+            const int64_t un = (g->Hn - a + sh - 1) / sh; /* rows sh*u + a < Hn */
+            int64_t u = 0;
+            for (; u + 4 <= un; u += 4) {
+                float *d0 = D + (sh * u + a) * rs + b * Tw;
+                const float *g0 = Gz + u * ldz;
+                for (int64_t vb = 0; vb < nv; vb += VL) {
+                    vf16 v0 = {0}, v1 = {0}, v2 = {0}, v3 = {0};
+                    if (acc) {
+                        v0 = VLD(d0 + vb), v1 = VLD(d0 + sh * rs + vb);
+                        v2 = VLD(d0 + 2 * sh * rs + vb), v3 = VLD(d0 + 3 * sh * rs + vb);
+                    }
+                    for (int64_t t = t0; t < t1; t++) {
+                        float wv = w[q->ctap[t]];
+                        const float *gp = g0 + q->cgoff[t] + vb;
+                        v0 += wv * VLD(gp);
+                        v1 += wv * VLD(gp + ldz);
+                        v2 += wv * VLD(gp + 2 * ldz);
+                        v3 += wv * VLD(gp + 3 * ldz);
+                    }
+                    VST(d0 + vb, v0);
+                    VST(d0 + sh * rs + vb, v1);
+                    VST(d0 + 2 * sh * rs + vb, v2);
+                    VST(d0 + 3 * sh * rs + vb, v3);
+                }
+            }
+            for (; u < un; u++) {
+                float *dr = D + (sh * u + a) * rs + b * Tw;
+                const float *gr = Gz + u * ldz;
+                for (int64_t vb = 0; vb < nv; vb += VL) {
+                    vf16 v = {0};
+                    if (acc) v = VLD(dr + vb);
+                    for (int64_t t = t0; t < t1; t++) v += w[q->ctap[t]] * VLD(gr + q->cgoff[t] + vb);
+                    VST(dr + vb, v);
+                }
             }
         }
     }
 }
 
-/* 3x3 stride 1 specialisation: the taps are compile-time constants. */
-static void dw_plane_fwd_k3s1(const cshape *s, const dwgeo *g, const float *restrict P,
-                              const float *restrict w, float bias, float *restrict y) {
-    const int64_t Tw = g->Tw, OW = s->OW, d = s->dh, e = s->dw;
-    const float w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5],
-                w6 = w[6], w7 = w[7], w8 = w[8];
-    for (int64_t oh = 0; oh < s->OH; oh++) {
-        float *restrict yr = y + oh * OW;
-        const float *r0 = P + oh * Tw, *r1 = r0 + d * Tw, *r2 = r1 + d * Tw;
-        for (int64_t ob = 0; ob < g->OWr; ob += VL) {
-            float acc[VL];
-            for (int v = 0; v < VL; v++) {
-                int64_t k = ob + v;
-                acc[v] = bias + w0 * r0[k] + w1 * r0[k + e] + w2 * r0[k + 2 * e]
-                       + w3 * r1[k] + w4 * r1[k + e] + w5 * r1[k + 2 * e]
-                       + w6 * r2[k] + w7 * r2[k + e] + w8 * r2[k + 2 * e];
-            }
-            if (ob + VL <= OW) {
-                for (int v = 0; v < VL; v++) yr[ob + v] = acc[v];
-            } else {
-                for (int64_t v = 0; v < OW - ob; v++) yr[ob + v] = acc[v];
-            }
-        }
-    }
+/* The plan of a depthwise conv: forward geometry over x, and for the
+   backward either a gather (stride 1: dX is the correlation of the padded
+   gradient with the flipped kernel) or a scatter. */
+typedef struct {
+    dwp f;           /* x -> y */
+    dwp t;           /* gy -> dx (gather mode) */
+    int gather;
+    dwpg pg;         /* not gather: the phase gather of dX */
+    int64_t m;       /* channel multiplier */
+    int64_t *offs;   /* storage of the toff tables and of pg */
+} dwplan;
+
+static int dw_plan(const cshape *s, dwplan *pl) {
+    int64_t kk8 = rup(s->kh * s->kw, 8);
+    pl->offs = malloc((size_t)(2 * kk8 + s->sh * s->sw + 1 + 2 * s->kh * s->kw) * sizeof(int64_t));
+    if (!pl->offs) return 0;
+    pl->m = s->Co / s->C;
+    dwp_init(&pl->f, s->H, s->W, s->ph, s->pw, s->sh, s->sw, s->dh, s->dw, s->kh, s->kw, s->OH,
+             s->OW, 0, pl->offs);
+    int64_t qh = s->dh * (s->kh - 1) - s->ph, qw = s->dw * (s->kw - 1) - s->pw;
+    pl->gather = s->sh == 1 && s->sw == 1 && qh >= 0 && qw >= 0;
+    if (pl->gather)
+        dwp_init(&pl->t, s->OH, s->OW, qh, qw, 1, 1, s->dh, s->dw, s->kh, s->kw, s->H, s->W,
+                 qw + rup(s->OW, VL), pl->offs + kk8);
+    else
+        dwpg_init(&pl->f, &pl->pg, pl->offs + 2 * kk8);
+    return 1;
 }
 
 typedef struct {
     const cshape *s;
-    const dwgeo *g;
+    const dwplan *pl;
     const float *x, *w, *b, *gy;
     float *y, *gx, *gw;
+    size_t scr;
+    const float *wflip;  /* backward: flipped kernels [Co][kk] */
+    double *part;        /* backward: nblk x Co*kk dW partials */
+    int64_t nblk;
 } dw_job;
 
 static void dw_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const dw_job *J = ctx;
     const cshape *s = J->s;
-    const dwgeo *g = J->g;
-    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
-    float *P = nr_scratch(ith, g->psz);
-    int k3s1 = s->kh == 3 && s->kw == 3 && s->sh == 1 && s->sw == 1;
+    const dwp *g = &J->pl->f;
+    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, m = J->pl->m;
+    float *P = nr_scratch(ith, J->scr);
+    memset(P, 0, g->psz * sizeof(float));
     for (int64_t it = i0; it < i1; it++) {
         int64_t n = it / s->C, c = it % s->C;
-        dw_fill(s, g, J->x + (n * s->C + c) * HW, P);
-        for (int64_t mi = 0; mi < g->m; mi++) {
-            int64_t co = c * g->m + mi;
-            const float *w = J->w + co * g->kk;
-            float bias = J->b ? J->b[co] : 0.0f;
-            float *y = J->y + (n * s->Co + co) * OHW;
-            if (k3s1)
-                dw_plane_fwd_k3s1(s, g, P, w, bias, y);
-            else
-                dw_plane_fwd(s, g, P, w, bias, y);
+        dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
+        for (int64_t mi = 0; mi < m; mi++) {
+            int64_t co = c * m + mi;
+            dw_corr(g, P, J->w + co * g->kk, J->b ? J->b[co] : 0.0f,
+                    J->y + (n * s->Co + co) * OHW, s->OW, 0);
         }
     }
 }
 
-/* Backward over input channels [c0, c1): every image in order. */
-static void dw_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+static size_t dw_bwd_scratch(const cshape *s, const dwplan *pl) {
+    size_t n = 2 * pl->f.psz;
+    n += pl->gather ? pl->t.psz : (size_t)(pl->pg.zrows * pl->pg.ldz);
+    return n;
+}
+
+/* Backward over fixed blocks of images [n0, n1) (planes in memory order);
+   dW goes to the block's partial (double), summed later in block order. */
+static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     const dw_job *J = ctx;
     const cshape *s = J->s;
-    const dwgeo *g = J->g;
-    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
-    const int64_t sw = s->sw, Tw = g->Tw, OWr = g->OWr, OW = s->OW;
-    float *buf = nr_scratch(ith, 2 * g->psz + g->gsz + 2 * (size_t)rup(g->m * g->kk, VL));
-    float *P = buf, *D = P + g->psz, *Gp = D + g->psz;
-    double *dacc = (double *)(Gp + g->gsz);
-    for (int64_t c = c0; c < c1; c++) {
-        if (J->gw)
-            for (int64_t k = 0; k < g->m * g->kk; k++) dacc[k] = 0.0;
-        for (int64_t n = 0; n < s->N; n++) {
-            if (J->gw) dw_fill(s, g, J->x + (n * s->C + c) * HW, P);
-            if (J->gx) memset(D, 0, g->psz * sizeof(float));
-            for (int64_t mi = 0; mi < g->m; mi++) {
-                int64_t co = c * g->m + mi;
-                const float *restrict gy = J->gy + (n * s->Co + co) * OHW;
-                /* padded copy of the output gradient: tail lanes are 0 */
-                for (int64_t oh = 0; oh < s->OH; oh++) {
-                    float *restrict gr = Gp + oh * OWr;
-                    memcpy(gr, gy + oh * OW, (size_t)OW * sizeof(float));
-                    for (int64_t k = OW; k < OWr; k++) gr[k] = 0.0f;
-                }
-                if (J->gw) {
-                    double *da = dacc + mi * g->kk;
-                    for (int64_t i = 0; i < s->kh; i++) {
-                        for (int64_t j = 0; j < s->kw; j++) {
-                            int64_t cc = j * s->dw;
-                            float acc[VL] = {0};
-                            for (int64_t oh = 0; oh < s->OH; oh++) {
-                                const float *restrict src = P + (oh * s->sh + i * s->dh) * sw * Tw
-                                                          + (cc % sw) * Tw + cc / sw;
-                                const float *restrict gr = Gp + oh * OWr;
-                                for (int64_t ob = 0; ob < OWr; ob += VL)
-                                    for (int v = 0; v < VL; v++) acc[v] += gr[ob + v] * src[ob + v];
-                            }
-                            double t = 0;
-                            for (int v = 0; v < VL; v++) t += acc[v];
-                            da[i * s->kw + j] += t;
-                        }
+    const dwplan *pl = J->pl;
+    const dwp *g = &pl->f, *gt = &pl->t;
+    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, OW = s->OW;
+    const int64_t m = pl->m, kk = g->kk;
+    const dwpg *pg = &pl->pg;
+    float *P = nr_scratch(ith, J->scr), *D = P + g->psz, *Gp = D + g->psz; /* Gp: or Gz */
+    /* the zero padding of these buffers persists across planes */
+    memset(P, 0, g->psz * sizeof(float));
+    if (pl->gather)
+        memset(Gp, 0, gt->psz * sizeof(float));
+    else
+        memset(Gp, 0, (size_t)(pg->zrows * pg->ldz) * sizeof(float));
+    /* the output gradient as wgrad reads it: rows with zeros past OW */
+    const float *G = pl->gather ? Gp + gt->ph * gt->rs + gt->pw : Gp + pg->Ei * pg->ldz + pg->Ej;
+    const int64_t ldg = pl->gather ? gt->rs : pg->ldz;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
+        double *part = J->gw ? J->part + blk * s->Co * kk : NULL;
+        if (part)
+            for (int64_t k = 0; k < s->Co * kk; k++) part[k] = 0.0;
+        for (int64_t n = n0; n < n1; n++) {
+            for (int64_t c = 0; c < s->C; c++) {
+                float *gx = J->gx ? J->gx + (n * s->C + c) * HW : NULL;
+                if (part) dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
+                for (int64_t mi = 0; mi < m; mi++) {
+                    int64_t co = c * m + mi;
+                    const float *gy = J->gy + (n * s->Co + co) * OHW;
+                    if (pl->gather) {
+                        dwp_fill(gt, gy, OW, Gp);
+                    } else {
+                        for (int64_t oh = 0; oh < s->OH; oh++)
+                            copy_short(Gp + (pg->Ei + oh) * pg->ldz + pg->Ej, gy + oh * OW, OW);
+                    }
+                    if (part) dw_wgrad(g, P, G, ldg, part + co * kk);
+                    if (gx) {
+                        if (pl->gather)
+                            dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W, 1);
+                        else
+                            dw_pgather(g, pg, D, Gp, J->w + co * kk, mi > 0);
                     }
                 }
-                if (J->gx) {
-                    const float *w = J->w + co * g->kk;
-                    for (int64_t oh = 0; oh < s->OH; oh++) {
-                        const float *restrict gr = Gp + oh * OWr;
-                        for (int64_t i = 0; i < s->kh; i++) {
-                            float *row = D + (oh * s->sh + i * s->dh) * sw * Tw;
-                            for (int64_t j = 0; j < s->kw; j++) {
-                                int64_t cc = j * s->dw;
-                                float *restrict dst = row + (cc % sw) * Tw + cc / sw;
-                                float wv = w[i * s->kw + j];
-                                for (int64_t k = 0; k < OWr; k++) dst[k] += wv * gr[k];
+                if (gx && !pl->gather) dwp_unfill_add(g, D, gx, s->W);
+            }
+        }
+    }
+}
+
+typedef struct {
+    const double *part;
+    float *gw;
+    int64_t nblk, n;
+} dwred_job;
+
+static void dw_reduce_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    const dwred_job *J = ctx;
+    for (int64_t i = i0; i < i1; i++) {
+        double t = 0.0;
+        for (int64_t b = 0; b < J->nblk; b++) t += J->part[b * J->n + i];
+        J->gw[i] += (float)t;
+    }
+}
+
+/* ----------------------------------------------------------- direct path */
+
+/* Dense (grouped) convolutions without im2col.  Each image's input channels
+   are copied into a zero-padded buffer whose rows and columns are split by
+   stride phase: padded pixel (r, c) of channel ci lives at
+       P[ci*cs + ((r%s)*s + c%s)*pp + (r/s)*Wq + c/s].
+   Output pixel (oh, ow) is computed on a flattened grid q = oh*Wq + ow
+   (Wq >= OW; columns ow >= OW are junk and never stored), and tap
+   k = (ci, i, j) of every output reads P[off[k] + q]: one contiguous run
+   per tap across the whole plane, whatever the stride and dilation.  The
+   forward is then a small GEMM with an implicit B: tiles of 8 output
+   channels x 48 grid points in registers, 16 lanes wide.  dW is a GEMM
+   over the grid (the gradient placed on the same grid with zero junk
+   columns), and for stride 1 dX is again this correlation, of the padded
+   output gradient with the flipped, transposed kernel. */
+
+#define MR 8 /* output channels per forward tile */
+
+#if defined(__AVX512F__)
+/* keeps a loaded vector in a register (GCC would otherwise fold the load
+   into each of the FMAs that use it, multiplying the loads) */
+#define KEEP(v) __asm__("" : "+v"(v))
+#else
+#define KEEP(v) ((void)0)
+#endif
+
+typedef struct {
+    int64_t C, H, W;             /* source channels, plane */
+    int64_t ph, pw, s, dh, dw, kh, kw;
+    int64_t Hq, Wq, pp, cs;      /* phase plane rows, cols, size; channel stride */
+    int64_t OH, OW, Q, nq;       /* output grid: Q = OH*Wq points, nq vectors */
+    int64_t K;                   /* C*kh*kw */
+    size_t psz;                  /* floats in a P buffer */
+    int64_t *off;                /* K tap offsets */
+    int32_t *seg0;               /* store runs per grid vector (dgeo_mksegs) */
+    int64_t *soff;
+    uint32_t *smask;
+} dgeo;
+
+/* off: K entries of storage.  Stride s for both dims (sh == sw). */
+static void dgeo_init(dgeo *g, int64_t C, int64_t H, int64_t W, int64_t ph, int64_t pw,
+                      int64_t s, int64_t dh, int64_t dw, int64_t kh, int64_t kw, int64_t OH,
+                      int64_t OW, int64_t *off) {
+    g->C = C, g->H = H, g->W = W, g->ph = ph, g->pw = pw, g->s = s;
+    g->dh = dh, g->dw = dw, g->kh = kh, g->kw = kw, g->OH = OH, g->OW = OW;
+    g->Hq = OH + ((kh - 1) * dh) / s;
+    g->Wq = OW + ((kw - 1) * dw) / s;
+    g->pp = g->Hq * g->Wq;
+    g->cs = s * s * g->pp;
+    g->Q = OH * g->Wq;
+    g->nq = (g->Q + VL - 1) / VL;
+    g->K = C * kh * kw;
+    g->psz = (size_t)rup(C * g->cs + g->Wq + 2 * VL, VL);
+    g->off = off;
+    g->seg0 = NULL, g->soff = NULL, g->smask = NULL;
+    for (int64_t ci = 0; ci < C; ci++)
+        for (int64_t i = 0; i < kh; i++)
+            for (int64_t j = 0; j < kw; j++) {
+                int64_t r = i * dh, c = j * dw;
+                off[(ci * kh + i) * kw + j] =
+                    ci * g->cs + ((r % s) * s + c % s) * g->pp + (r / s) * g->Wq + c / s;
+            }
+}
+
+/* The interior of P <- src [C][H][W] (row stride lds, channel stride ldc).
+   The padding is zeroed once per buffer by the caller and stays zero. */
+static void dgeo_fill(const dgeo *g, const float *restrict src, int64_t ldc, int64_t lds,
+                      float *restrict P) {
+    const int64_t s = g->s, Wq = g->Wq;
+    /* rows: padded row r = ih + ph sits in phase a = r % s at u = r / s */
+    const int64_t r0 = g->ph, a0 = r0 % s, u0 = r0 / s;
+    int64_t n = g->W; /* stride 1: columns that fit */
+    if (g->pw + n > Wq) n = Wq - g->pw;
+    for (int64_t ci = 0; ci < g->C; ci++) {
+        const float *xc = src + ci * ldc;
+        float *pc = P + ci * g->cs;
+        int64_t a = a0, u = u0;
+        for (int64_t ih = 0; ih < g->H && u < g->Hq; ih++) {
+            const float *restrict xr = xc + ih * lds;
+            float *pr = pc + a * s * g->pp + u * Wq;
+            if (s == 1) {
+                copy_short(pr + g->pw, xr, n);
+            } else if (s == 2) {
+                split2_row(xr, g->W, g->pw, pr, g->pp, Wq);
+            } else {
+                for (int64_t b = 0; b < s; b++) {
+                    int64_t v = b >= g->pw ? 0 : (g->pw - b + s - 1) / s;
+                    int64_t iw = b + s * v - g->pw;
+                    float *restrict d = pr + b * g->pp;
+                    for (; v < Wq && iw < g->W; v++, iw += s) d[v] = xr[iw];
+                }
+            }
+            if (++a == s) a = 0, u++;
+        }
+    }
+}
+
+/* Where the 16 grid points from q land in an OH x OW plane: up to 17 runs
+   (offset of lane 0, lane mask). */
+static int dgeo_segs(const dgeo *g, int64_t q, int64_t *soff, uint32_t *smask) {
+    int n = 0;
+    int64_t oh = q / g->Wq, c = q - oh * g->Wq, l = 0;
+    while (l < VL && oh < g->OH) {
+        int64_t nl = g->Wq - c;
+        if (nl > VL - l) nl = VL - l;
+        int64_t nv = g->OW - c;
+        if (nv > nl) nv = nl;
+        if (nv > 0) {
+            if (soff) {
+                soff[n] = oh * g->OW + c - l;
+                smask[n] = ((1u << nv) - 1) << l;
+            }
+            n++;
+        }
+        l += nl;
+        oh++;
+        c = 0;
+    }
+    return n;
+}
+
+/* The runs of every grid vector, once per geometry: vector v has runs
+   seg0[v] .. seg0[v+1]-1.  Returns 0 on out of memory. */
+static int dgeo_mksegs(dgeo *g) {
+    g->seg0 = malloc((size_t)(g->nq + 1) * sizeof(int32_t));
+    if (!g->seg0) return 0;
+    int64_t tot = 0;
+    for (int64_t v = 0; v < g->nq; v++) {
+        g->seg0[v] = (int32_t)tot;
+        tot += dgeo_segs(g, v * VL, NULL, NULL);
+    }
+    g->seg0[g->nq] = (int32_t)tot;
+    g->soff = malloc((size_t)(tot ? tot : 1) * sizeof(int64_t));
+    g->smask = malloc((size_t)(tot ? tot : 1) * sizeof(uint32_t));
+    if (!g->soff || !g->smask) return 0;
+    for (int64_t v = 0; v < g->nq; v++) dgeo_segs(g, v * VL, g->soff + g->seg0[v], g->smask + g->seg0[v]);
+    return 1;
+}
+
+static void dgeo_free(dgeo *g) {
+    free(g->seg0);
+    free(g->soff);
+    free(g->smask);
+    g->seg0 = NULL, g->soff = NULL, g->smask = NULL;
+}
+
+static inline void store_seg(float *y, int64_t off, uint32_t mask, vf16 v, int acc) {
+#if defined(__AVX512F__)
+    float *p = y + off; /* lanes outside the mask are not touched */
+    __mmask16 mk = (__mmask16)mask;
+    if (acc) v += (vf16)_mm512_maskz_loadu_ps(mk, p);
+    _mm512_mask_storeu_ps(p, mk, (__m512)v);
+#else
+    for (int l = 0; l < VL; l++)
+        if (mask >> l & 1) y[off + l] = acc ? y[off + l] + v[l] : v[l];
+#endif
+}
+
+/* a[R][V] += sum_k wb[k][r] * P[off[k] + 16v + lane] */
+#define DCK(R, V)                                                                       \
+    static void dck_##R##_##V(const float *restrict P, const int64_t *restrict off,    \
+                              int64_t K, const float *restrict wb, vf16 *restrict acc) { \
+        vf16 a[R][V];                                                                   \
+        for (int r = 0; r < R; r++)                                                     \
+            for (int v = 0; v < V; v++) a[r][v] = acc[r * V + v];                       \
+        for (int64_t k = 0; k < K; k++) {                                               \
+            const float *p = P + off[k];                                                \
+            const float *w = wb + k * MR;                                               \
+            vf16 x[V];                                                                  \
+            for (int v = 0; v < V; v++) {                                               \
+                x[v] = VLD(p + VL * v);                                                 \
+                KEEP(x[v]);                                                             \
+            }                                                                           \
+            for (int r = 0; r < R; r++)                                                 \
+                for (int v = 0; v < V; v++) a[r][v] += w[r] * x[v];                     \
+        }                                                                               \
+        for (int r = 0; r < R; r++)                                                     \
+            for (int v = 0; v < V; v++) acc[r * V + v] = a[r][v];                       \
+    }
+#define DCK_V(R) DCK(R, 1) DCK(R, 2) DCK(R, 3)
+DCK_V(1)
+DCK_V(2)
+DCK_V(3)
+DCK_V(4)
+DCK_V(5)
+DCK_V(6)
+DCK_V(7)
+DCK_V(8)
+
+typedef void (*dck_fn)(const float *, const int64_t *, int64_t, const float *, vf16 *);
+static const dck_fn dck_tab[MR + 1][4] = {
+    {0}, {0, dck_1_1, dck_1_2, dck_1_3}, {0, dck_2_1, dck_2_2, dck_2_3},
+    {0, dck_3_1, dck_3_2, dck_3_3}, {0, dck_4_1, dck_4_2, dck_4_3},
+    {0, dck_5_1, dck_5_2, dck_5_3}, {0, dck_6_1, dck_6_2, dck_6_3},
+    {0, dck_7_1, dck_7_2, dck_7_3}, {0, dck_8_1, dck_8_2, dck_8_3}};
+
+/* Y [Co][OH][OW] (= or += with acc) = bias + correlation of P with the
+   packed kernel wp [ceil(Co/MR)][K][MR]. */
+static void dconv_run(const dgeo *g, const float *P, const float *wp, const float *bias,
+                      int64_t Co, float *Y, int acc) {
+    const int64_t OHW = g->OH * g->OW;
+    for (int64_t cb = 0; cb * MR < Co; cb++) {
+        int R = (int)(Co - cb * MR < MR ? Co - cb * MR : MR);
+        const float *wb = wp + cb * g->K * MR;
+        for (int64_t qv = 0; qv < g->nq; qv += 3) {
+            int V = (int)(g->nq - qv < 3 ? g->nq - qv : 3);
+            vf16 a[MR * 3];
+            for (int r = 0; r < R; r++) {
+                vf16 b0 = {0};
+                b0 += bias ? bias[cb * MR + r] : 0.0f;
+                for (int v = 0; v < V; v++) a[r * V + v] = b0;
+            }
+            dck_tab[R][V](P + qv * VL, g->off, g->K, wb, a);
+            for (int v = 0; v < V; v++) {
+                int32_t k0 = g->seg0[qv + v], k1 = g->seg0[qv + v + 1];
+                for (int r = 0; r < R; r++) {
+                    float *y = Y + (cb * MR + r) * OHW;
+                    for (int32_t k = k0; k < k1; k++)
+                        store_seg(y, g->soff[k], g->smask[k], a[r * V + v], acc);
+                }
+            }
+        }
+    }
+}
+
+
+/* dw[r][t] += sum over ni images i and the grid q of
+   G[i][r][q] * P[i][off[t] + q].  Summing several images in registers
+   before the horizontal sums keeps those off the critical path. */
+#define DWK(R, T)                                                                       \
+    static void dwk_##R##_##T(const float *restrict G, int64_t ldg, int64_t gstr,      \
+                              const float *restrict P, int64_t pstr, int64_t ni,       \
+                              const int64_t *restrict off, int64_t nq,                 \
+                              float *restrict dw, int64_t ldd) {                       \
+        vf16 a[R][T];                                                                   \
+        for (int r = 0; r < R; r++)                                                     \
+            for (int t = 0; t < T; t++) a[r][t] = (vf16){0};                            \
+        for (int64_t i = 0; i < ni; i++) {                                              \
+            const float *gi = G + i * gstr, *p[T];                                      \
+            for (int t = 0; t < T; t++) p[t] = P + i * pstr + off[t];                   \
+            for (int64_t q = 0; q < nq * VL; q += VL) {                                 \
+                vf16 gv[R];                                                             \
+                for (int r = 0; r < R; r++) gv[r] = VLD(gi + r * ldg + q);             \
+                for (int t = 0; t < T; t++) {                                           \
+                    vf16 x = VLD(p[t] + q);                                             \
+                    KEEP(x);                                                            \
+                    for (int r = 0; r < R; r++) a[r][t] += gv[r] * x;                   \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+        for (int r = 0; r < R; r++)                                                     \
+            for (int t = 0; t < T; t++) dw[r * ldd + t] += hsum_fast(a[r][t]);          \
+    }
+#define DWK_T(R) DWK(R, 1) DWK(R, 2) DWK(R, 3) DWK(R, 4) DWK(R, 5) DWK(R, 6)
+DWK_T(1)
+DWK_T(2)
+DWK_T(3)
+DWK_T(4)
+
+typedef void (*dwk_fn)(const float *, int64_t, int64_t, const float *, int64_t, int64_t,
+                       const int64_t *, int64_t, float *, int64_t);
+static const dwk_fn dwk_tab[5][7] = {
+    {0},
+    {0, dwk_1_1, dwk_1_2, dwk_1_3, dwk_1_4, dwk_1_5, dwk_1_6},
+    {0, dwk_2_1, dwk_2_2, dwk_2_3, dwk_2_4, dwk_2_5, dwk_2_6},
+    {0, dwk_3_1, dwk_3_2, dwk_3_3, dwk_3_4, dwk_3_5, dwk_3_6},
+    {0, dwk_4_1, dwk_4_2, dwk_4_3, dwk_4_4, dwk_4_5, dwk_4_6}};
+
+/* dW [Co][K] += sum over ni images of Gz [Co][nq*16] (the gradient on the
+   grid, zero junk) x taps of P. */
+static void dconv_wgrad(const dgeo *g, const float *P, int64_t pstr, const float *Gz,
+                        int64_t ldg, int64_t gstr, int64_t ni, int64_t Co, float *dw) {
+    for (int64_t cb = 0; cb < Co; cb += 4) {
+        int R = (int)(Co - cb < 4 ? Co - cb : 4);
+        for (int64_t k0 = 0; k0 < g->K; k0 += 6) {
+            int T = (int)(g->K - k0 < 6 ? g->K - k0 : 6);
+            dwk_tab[R][T](Gz + cb * ldg, ldg, gstr, P, pstr, ni, g->off + k0, g->nq,
+                          dw + cb * g->K + k0, g->K);
+        }
+    }
+}
+
+/* Channel-vector kernels, for Co a multiple of 16: 16 output channels per
+   register and a run of NW output pixels of one row per tile (accumulators
+   a[pixel][channel vector]), every input value broadcast from P.  No junk
+   columns are computed; the tile is transposed in registers to store the
+   NCHW rows. */
+#define CVK(NC, NW)                                                                     \
+    static void cvk_##NC##_##NW(const float *restrict P, const int64_t *restrict off,  \
+                                int64_t K, const float *restrict wv, const vf16 *init, \
+                                vf16 *restrict acc) {                                  \
+        vf16 a[NW][NC];                                                                 \
+        _Pragma("GCC unroll 32") for (int p = 0; p < NW; p++)                           \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NC; c++) a[p][c] = init[c];     \
+        for (int64_t k = 0; k < K; k++) {                                               \
+            const float *x = P + off[k];                                                \
+            vf16 w[NC];                                                                 \
+            for (int c = 0; c < NC; c++) {                                              \
+                w[c] = VLD(wv + (k * NC + c) * VL);                                     \
+                KEEP(w[c]);                                                             \
+            }                                                                           \
+            _Pragma("GCC unroll 32") for (int p = 0; p < NW; p++)                       \
+                _Pragma("GCC unroll 4") for (int c = 0; c < NC; c++) a[p][c] += w[c] * x[p]; \
+        }                                                                               \
+        _Pragma("GCC unroll 32") for (int p = 0; p < NW; p++)                           \
+            _Pragma("GCC unroll 4") for (int c = 0; c < NC; c++) acc[p * NC + c] = a[p][c]; \
+    }
+#define CVK_A(NC) CVK(NC, 1) CVK(NC, 2) CVK(NC, 3) CVK(NC, 4) CVK(NC, 5) CVK(NC, 6) \
+    CVK(NC, 7) CVK(NC, 8) CVK(NC, 9) CVK(NC, 10) CVK(NC, 11) CVK(NC, 12) CVK(NC, 13) CVK(NC, 14)
+CVK_A(1)
+CVK_A(2)
+CVK(1, 15) CVK(1, 16) CVK(1, 17) CVK(1, 18) CVK(1, 19) CVK(1, 20) CVK(1, 21)
+CVK(1, 22) CVK(1, 23) CVK(1, 24) CVK(1, 25) CVK(1, 26) CVK(1, 27) CVK(1, 28)
+
+typedef void (*cvk_fn)(const float *, const int64_t *, int64_t, const float *, const vf16 *,
+                       vf16 *);
+#define CVMAX1 28 /* pixels per tile with one channel vector */
+#define CVMAX2 14 /* with two */
+static const cvk_fn cvk1_tab[CVMAX1 + 1] = {
+    0, cvk_1_1, cvk_1_2, cvk_1_3, cvk_1_4, cvk_1_5, cvk_1_6, cvk_1_7, cvk_1_8, cvk_1_9,
+    cvk_1_10, cvk_1_11, cvk_1_12, cvk_1_13, cvk_1_14, cvk_1_15, cvk_1_16, cvk_1_17, cvk_1_18,
+    cvk_1_19, cvk_1_20, cvk_1_21, cvk_1_22, cvk_1_23, cvk_1_24, cvk_1_25, cvk_1_26, cvk_1_27,
+    cvk_1_28};
+static const cvk_fn cvk2_tab[CVMAX2 + 1] = {
+    0, cvk_2_1, cvk_2_2, cvk_2_3, cvk_2_4, cvk_2_5, cvk_2_6, cvk_2_7, cvk_2_8, cvk_2_9,
+    cvk_2_10, cvk_2_11, cvk_2_12, cvk_2_13, cvk_2_14};
+
+#if defined(__AVX512F__)
+/* r[i][j] <- r[j][i] */
+static inline void tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
+            t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xDD);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+    }
+}
+#endif
+
+/* Y[co0 + 16c + j][pix0 + p] (= or +=) a[p][c][j] for p < NW. */
+static void cv_store(const vf16 *a, int NC, int NW, float *Y, int64_t OHW, int64_t pix0,
+                     int acc) {
+#if defined(__AVX512F__)
+    for (int c = 0; c < NC; c++) {
+        for (int h0 = 0; h0 < NW; h0 += VL) {
+            int nh = NW - h0 < VL ? NW - h0 : VL;
+            __m512 r[16];
+            for (int i = 0; i < VL; i++)
+                r[i] = i < nh ? (__m512)a[(h0 + i) * NC + c] : _mm512_setzero_ps();
+            tr16(r);
+            __mmask16 mk = (__mmask16)((1u << nh) - 1);
+            for (int j = 0; j < VL; j++) {
+                float *y = Y + (c * VL + j) * OHW + pix0 + h0;
+                __m512 v = r[j];
+                if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, y));
+                _mm512_mask_storeu_ps(y, mk, v);
+            }
+        }
+    }
+#else
+    for (int c = 0; c < NC; c++)
+        for (int j = 0; j < VL; j++) {
+            float *y = Y + (c * VL + j) * OHW + pix0;
+            for (int p = 0; p < NW; p++) y[p] = acc ? y[p] + a[p * NC + c][j] : a[p * NC + c][j];
+        }
+#endif
+}
+
+/* Y [Co][OH][OW] (= or += with acc) = bias + correlation of P with the
+   packed kernel wv [Co/(16 NC)][K][16 NC]. */
+static void cv_run(const dgeo *g, const float *P, const float *wv, int NC, const float *bias,
+                   int64_t Co, float *Y, int acc) {
+    const int64_t OHW = g->OH * g->OW, OW = g->OW, cw = VL * NC;
+    const int64_t nt = (OW + (NC == 2 ? CVMAX2 : CVMAX1) - 1) / (NC == 2 ? CVMAX2 : CVMAX1);
+    for (int64_t cb = 0; cb * cw < Co; cb++) {
+        const float *wb = wv + cb * g->K * cw;
+        vf16 b0[2];
+        for (int c = 0; c < NC; c++) b0[c] = bias ? VLD(bias + cb * cw + c * VL) : (vf16){0};
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t t = 0; t < nt; t++) {
+                int64_t ow0 = OW * t / nt, ow1 = OW * (t + 1) / nt;
+                int NW = (int)(ow1 - ow0);
+                vf16 a[CVMAX1 * 1 > CVMAX2 * 2 ? CVMAX1 : CVMAX2 * 2];
+                (NC == 2 ? cvk2_tab : cvk1_tab)[NW](P + oh * g->Wq + ow0, g->off, g->K, wb, b0, a);
+                cv_store(a, NC, NW, Y + cb * cw * OHW, OHW, oh * OW + ow0, acc);
+            }
+        }
+    }
+}
+
+/* wv [G][Co/(16 NC)][K][16 NC] from rows w[g*Co + co][k] (k < K), where
+   get(co, k) gives the weight. */
+static void cv_pack(float *wv, int64_t Co, int64_t K, int NC, const float *w, int64_t ldw) {
+    const int64_t cw = VL * NC;
+    for (int64_t co = 0; co < Co; co++)
+        for (int64_t k = 0; k < K; k++)
+            wv[(co / cw) * K * cw + k * cw + co % cw] = w[co * ldw + k];
+}
+
+/* dW with channel vectors (Co a multiple of 16): dWT[k][co] += sum over the
+   valid pixels p of G^T[p][co] * P[off[k] + q(p)], accumulators a[tap][channel
+   vector], the input values broadcast.  No junk pixels, no horizontal sums. */
+#define CWK(NC, T)                                                                      \
+    static void cwk_##NC##_##T(const float *restrict GT, int64_t ldgt, int64_t gtstr,  \
+                               const float *restrict P, int64_t pstr, int64_t ni,      \
+                               const int64_t *restrict off, const dgeo *g,             \
+                               float *restrict dwt, int64_t lddw) {                    \
+        vf16 a[T][NC];                                                                  \
+        for (int t = 0; t < T; t++)                                                     \
+            for (int c = 0; c < NC; c++) a[t][c] = (vf16){0};                           \
+        const int64_t OW = g->OW, Wq = g->Wq;                                           \
+        for (int64_t i = 0; i < ni; i++) {                                              \
+            const float *p[T];                                                          \
+            for (int t = 0; t < T; t++) p[t] = P + i * pstr + off[t];                   \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                    \
+                const float *gr = GT + i * gtstr + oh * OW * ldgt;                      \
+                const int64_t q0 = oh * Wq;                                             \
+                for (int64_t ow = 0; ow < OW; ow++) {                                   \
+                    vf16 gv[NC];                                                        \
+                    for (int c = 0; c < NC; c++) {                                      \
+                        gv[c] = VLD(gr + ow * ldgt + c * VL);                           \
+                        KEEP(gv[c]);                                                    \
+                    }                                                                   \
+                    _Pragma("GCC unroll 16") for (int t = 0; t < T; t++) {              \
+                        float x = p[t][q0 + ow];                                        \
+                        _Pragma("GCC unroll 4") for (int c = 0; c < NC; c++) a[t][c] += gv[c] * x; \
+                    }                                                                   \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
+        for (int t = 0; t < T; t++)                                                     \
+            for (int c = 0; c < NC; c++) {                                              \
+                float *d = dwt + t * lddw + c * VL;                                     \
+                VST(d, VLD(d) + a[t][c]);                                               \
+            }                                                                           \
+    }
+#define CWK_12(NC) CWK(NC, 1) CWK(NC, 2) CWK(NC, 3) CWK(NC, 4) CWK(NC, 5) CWK(NC, 6) \
+    CWK(NC, 7) CWK(NC, 8) CWK(NC, 9) CWK(NC, 10) CWK(NC, 11) CWK(NC, 12)
+CWK_12(1)
+CWK_12(2)
+CWK(4, 1) CWK(4, 2) CWK(4, 3) CWK(4, 4) CWK(4, 5) CWK(4, 6)
+
+typedef void (*cwk_fn)(const float *, int64_t, int64_t, const float *, int64_t, int64_t,
+                       const int64_t *, const dgeo *, float *, int64_t);
+static const cwk_fn cwk_tab[5][13] = {
+    {0},
+    {0, cwk_1_1, cwk_1_2, cwk_1_3, cwk_1_4, cwk_1_5, cwk_1_6, cwk_1_7, cwk_1_8, cwk_1_9,
+     cwk_1_10, cwk_1_11, cwk_1_12},
+    {0, cwk_2_1, cwk_2_2, cwk_2_3, cwk_2_4, cwk_2_5, cwk_2_6, cwk_2_7, cwk_2_8, cwk_2_9,
+     cwk_2_10, cwk_2_11, cwk_2_12},
+    {0},
+    {0, cwk_4_1, cwk_4_2, cwk_4_3, cwk_4_4, cwk_4_5, cwk_4_6}};
+
+/* Channel vectors per dW tile: 4, 2 or 1 (Co a multiple of 64, 32, 16). */
+static int cw_width(int64_t Co) { return Co % 64 == 0 ? 4 : Co % 32 == 0 ? 2 : Co % 16 == 0 ? 1 : 0; }
+
+/* dWT [K][Co] += sum over ni images of G^T [OH*OW][Co] x taps of P. */
+static void cv_wgrad(const dgeo *g, int NC, const float *P, int64_t pstr, const float *GT,
+                     int64_t gtstr, int64_t ni, int64_t Co, float *dwt) {
+    const int64_t cw = NC * VL, tmax = NC == 4 ? 6 : 9;
+    const int64_t nt = (g->K + tmax - 1) / tmax;
+    for (int64_t cb = 0; cb * cw < Co; cb++) {
+        for (int64_t c = 0; c < nt; c++) { /* balanced tap groups */
+            int64_t k0 = g->K * c / nt, k1 = g->K * (c + 1) / nt;
+            cwk_tab[NC][k1 - k0](GT + cb * cw, Co, gtstr, P, pstr, ni, g->off + k0, g,
+                                 dwt + k0 * Co + cb * cw, Co);
+        }
+    }
+}
+
+/* gw [G][Cog][K] += sum over blocks of partT [blk][G][K][Cog] */
+typedef struct {
+    const float *part;
+    float *gw;
+    int64_t nblk, Cog, K, n;  /* n: floats per block */
+} redt_job;
+
+static void reduce_t_task(void *ctx, int64_t r0, int64_t r1, int ith) {
+    const redt_job *J = ctx;
+    float tmp[256];
+    for (int64_t r = r0; r < r1; r++) { /* row r = (g, k) */
+        int64_t g = r / J->K, k = r % J->K;
+        for (int64_t c0 = 0; c0 < J->Cog; c0 += 256) {
+            int64_t n = J->Cog - c0 < 256 ? J->Cog - c0 : 256;
+            const float *p0 = J->part + r * J->Cog + c0;
+            memcpy(tmp, p0, (size_t)n * sizeof(float));
+            for (int64_t b = 1; b < J->nblk; b++) {
+                const float *restrict p = p0 + b * J->n;
+                for (int64_t i = 0; i < n; i++) tmp[i] += p[i];
+            }
+            for (int64_t i = 0; i < n; i++) J->gw[(g * J->Cog + c0 + i) * J->K + k] += tmp[i];
+        }
+    }
+}
+
+/* The grid kernel's packing: wp [ceil(Co/MR)][K][MR], zero rows past Co. */
+static void grid_pack(float *wp, int64_t Co, int64_t K, const float *w, int64_t ldw) {
+    for (int64_t co = 0; co < rup(Co, MR); co++)
+        for (int64_t k = 0; k < K; k++)
+            wp[(co / MR) * K * MR + k * MR + co % MR] = co < Co ? w[co * ldw + k] : 0.0f;
+}
+
+/* Channel vectors per tile for Co channels: 2 when Co is a multiple of 32,
+   1 for a multiple of 16, else 0 (use the grid kernel). */
+static int cv_width(int64_t Co) { return Co % 32 == 0 ? 2 : Co % 16 == 0 ? 1 : 0; }
+
+/* The plan of a direct conv: forward geometry and packed weights per group;
+   for the backward the grid geometry of dX (stride 1) and its kernel. */
+typedef struct {
+    dgeo f, t;
+    int fcv, tcv, wcv; /* channel vectors of the forward / dX / dW kernel (0: grid) */
+    int tdirect;       /* dX by the transposed correlation */
+    int64_t *offs;
+    float *wp, *wtp;   /* packed kernels of the forward and of dX, per group */
+    int64_t wpg, wtpg; /* floats per group */
+    int64_t R, nch;    /* dX fallback: row chunks of the GEMM + col2im */
+    size_t colsz;
+    int64_t ni;        /* images per dW pass */
+    size_t gzsz;       /* floats per image of the gradient on the grid */
+} dplan;
+
+static void dplan_free(dplan *pl) {
+    dgeo_free(&pl->f);
+    dgeo_free(&pl->t);
+    free(pl->offs);
+    free(pl->wp);
+    free(pl->wtp);
+}
+
+/* Runs the forward kernel of plan geometry g over one image and group. */
+static void dplan_conv(const dgeo *g, int cv, const float *P, const float *wp, const float *bias,
+                       int64_t Co, float *Y, int acc) {
+    if (cv)
+        cv_run(g, P, wp, cv, bias, Co, Y, acc);
+    else
+        dconv_run(g, P, wp, bias, Co, Y, acc);
+}
+
+/* bwd: set up the backward (dX) instead of the forward.  0: out of memory. */
+static int dplan_make(const cshape *s, const float *w, int bwd, dplan *pl) {
+    memset(pl, 0, sizeof *pl);
+    int64_t kk = s->kh * s->kw, K = s->Cg * kk, Kt = s->Cog * kk;
+    int64_t qh = s->dh * (s->kh - 1) - s->ph, qw = s->dw * (s->kw - 1) - s->pw;
+    pl->tdirect = bwd && s->sh == 1 && s->sw == 1 && qh >= 0 && qw >= 0;
+    pl->offs = malloc((size_t)(K + Kt) * sizeof(int64_t));
+    if (!pl->offs) goto oom;
+    dgeo_init(&pl->f, s->Cg, s->H, s->W, s->ph, s->pw, s->sh, s->dh, s->dw, s->kh, s->kw,
+              s->OH, s->OW, pl->offs);
+    if (!bwd) {
+        pl->fcv = cv_width(s->Cog);
+        pl->wpg = (pl->fcv ? s->Cog : rup(s->Cog, MR)) * K;
+        pl->wp = malloc((size_t)(s->G * pl->wpg) * sizeof(float));
+        if (!pl->wp || (!pl->fcv && !dgeo_mksegs(&pl->f))) goto oom;
+        for (int64_t g = 0; g < s->G; g++) {
+            const float *wg = w + g * s->Cog * K;
+            if (pl->fcv)
+                cv_pack(pl->wp + g * pl->wpg, s->Cog, K, pl->fcv, wg, K);
+            else
+                grid_pack(pl->wp + g * pl->wpg, s->Cog, K, wg, K);
+        }
+        return 1;
+    }
+    if (pl->tdirect) {
+        dgeo_init(&pl->t, s->Cog, s->OH, s->OW, qh, qw, 1, s->dh, s->dw, s->kh, s->kw, s->H,
+                  s->W, pl->offs + K);
+        pl->tcv = cv_width(s->Cg);
+        pl->wtpg = (pl->tcv ? s->Cg : rup(s->Cg, MR)) * Kt;
+        pl->wtp = malloc((size_t)(s->G * pl->wtpg) * sizeof(float));
+        float *wt = malloc((size_t)(s->Cg * Kt) * sizeof(float));
+        if (!pl->wtp || !wt || (!pl->tcv && !dgeo_mksegs(&pl->t))) {
+            free(wt);
+            goto oom;
+        }
+        for (int64_t g = 0; g < s->G; g++) {
+            /* W'[ci][(co, i', j')] = W[co][ci][kh-1-i'][kw-1-j'] */
+            for (int64_t ci = 0; ci < s->Cg; ci++)
+                for (int64_t co = 0; co < s->Cog; co++)
+                    for (int64_t t = 0; t < kk; t++)
+                        wt[ci * Kt + co * kk + t] =
+                            w[((g * s->Cog + co) * s->Cg + ci) * kk + kk - 1 - t];
+            if (pl->tcv)
+                cv_pack(pl->wtp + g * pl->wtpg, s->Cg, Kt, pl->tcv, wt, Kt);
+            else
+                grid_pack(pl->wtp + g * pl->wtpg, s->Cg, Kt, wt, Kt);
+        }
+        free(wt);
+    } else {
+        pl->R = chunk_rows(s);
+        pl->nch = (s->OH + pl->R - 1) / pl->R;
+        pl->colsz = (size_t)rup(s->Kd * pl->R * s->OW, VL);
+    }
+    /* as many images per dW pass as fit in ~768 KB (at most 8) */
+    pl->wcv = cw_width(s->Cog);
+    pl->gzsz = pl->wcv ? (size_t)rup(s->OH * s->OW * s->Cog + VL, VL)
+                       : (size_t)(s->Cog * pl->f.nq * VL + VL);
+    int64_t per = (int64_t)(pl->f.psz + pl->gzsz);
+    pl->ni = (192 * 1024) / per;
+    if (pl->ni > 8) pl->ni = 8;
+    if (pl->ni < 1) pl->ni = 1;
+    return 1;
+oom:
+    dplan_free(pl);
+    return 0;
+}
+
+typedef struct {
+    const cshape *s;
+    const dplan *pl;
+    const float *x, *w, *b, *gy;
+    float *y, *gx;
+    float *part;     /* backward: nblk x Co*Kd dW partials, or NULL */
+    int64_t nblk;
+    size_t scr;
+} dc_job;
+
+static void dc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    const dc_job *J = ctx;
+    const cshape *s = J->s;
+    const dgeo *g = &J->pl->f;
+    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
+    float *P = nr_scratch(ith, J->scr);
+    memset(P, 0, g->psz * sizeof(float));
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t n = it / s->G, gr = it % s->G;
+        dgeo_fill(g, J->x + (n * s->C + gr * s->Cg) * HW, HW, s->W, P);
+        dplan_conv(g, J->pl->fcv, P, J->pl->wp + gr * J->pl->wpg,
+                   J->b ? J->b + gr * s->Cog : NULL, s->Cog,
+                   J->y + (n * s->Co + gr * s->Cog) * OHW, 0);
+    }
+}
+
+static size_t dc_bwd_scratch(const cshape *s, const dplan *pl) {
+    size_t n = (size_t)pl->ni * (pl->f.psz + pl->gzsz);
+    n += pl->tdirect ? pl->t.psz : pl->colsz;
+    return n;
+}
+
+/* Backward over fixed blocks of images: dW into the block's partial, dX
+   straight into gx. */
+static void dc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    const dc_job *J = ctx;
+    const cshape *s = J->s;
+    const dplan *pl = J->pl;
+    const dgeo *g = &pl->f, *gt = &pl->t;
+    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, ldg = g->nq * VL;
+    const int64_t pstr = (int64_t)pl->f.psz, gstr = (int64_t)pl->gzsz;
+    float *P = nr_scratch(ith, J->scr), *Gz = P + pl->ni * pstr;
+    float *B2 = Gz + pl->ni * gstr; /* padded gradient, or the dcol buffer */
+    /* zero padding and junk columns persist from image to image */
+    memset(P, 0, (size_t)(pl->ni * (pstr + gstr)) * sizeof(float));
+    if (pl->tdirect) memset(B2, 0, gt->psz * sizeof(float));
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
+        float *part = J->part ? J->part + blk * s->Co * s->Kd : NULL;
+        if (part) memset(part, 0, (size_t)(s->Co * s->Kd) * sizeof(float));
+        for (int64_t gr = 0; gr < s->G; gr++) {
+            for (int64_t m0 = n0; m0 < n1; m0 += pl->ni) {
+                int64_t ni = n1 - m0 < pl->ni ? n1 - m0 : pl->ni;
+                if (part) {
+                    for (int64_t i = 0; i < ni; i++) {
+                        int64_t n = m0 + i;
+                        const float *gy = J->gy + (n * s->Co + gr * s->Cog) * OHW;
+                        dgeo_fill(g, J->x + (n * s->C + gr * s->Cg) * HW, HW, s->W, P + i * pstr);
+                        if (pl->wcv) { /* G^T [OH*OW][Cog] */
+                            float *restrict d = Gz + i * gstr;
+                            for (int64_t px = 0; px < OHW; px++)
+                                for (int64_t co = 0; co < s->Cog; co++)
+                                    d[px * s->Cog + co] = gy[co * OHW + px];
+                            continue;
+                        }
+                        for (int64_t co = 0; co < s->Cog; co++)
+                            for (int64_t oh = 0; oh < s->OH; oh++) {
+                                copy_short(Gz + i * gstr + co * ldg + oh * g->Wq,
+                                           gy + co * OHW + oh * s->OW, s->OW);
                             }
+                    }
+                    if (pl->wcv)
+                        cv_wgrad(g, pl->wcv, P, pstr, Gz, gstr, ni, s->Cog,
+                                 part + gr * s->Cog * s->Kd);
+                    else
+                        dconv_wgrad(g, P, pstr, Gz, ldg, gstr, ni, s->Cog,
+                                    part + gr * s->Cog * s->Kd);
+                }
+                if (!J->gx) continue;
+                for (int64_t n = m0; n < m0 + ni; n++) {
+                    const float *gy = J->gy + (n * s->Co + gr * s->Cog) * OHW;
+                    float *gx = J->gx + (n * s->C + gr * s->Cg) * HW;
+                    if (pl->tdirect) {
+                        dgeo_fill(gt, gy, OHW, s->OW, B2);
+                        dplan_conv(gt, pl->tcv, B2, pl->wtp + gr * pl->wtpg, NULL, s->Cg, gx, 1);
+                    } else {
+                        const float *wg = J->w + gr * s->Cog * s->Kd;
+                        for (int64_t ch = 0; ch < pl->nch; ch++) {
+                            int64_t oh0 = ch * pl->R;
+                            int64_t oh1 = oh0 + pl->R < s->OH ? oh0 + pl->R : s->OH;
+                            int64_t npix = (oh1 - oh0) * s->OW;
+                            nr_gemm(1, 0, s->Kd, npix, s->Cog, 1.0f, wg, s->Kd, gy + oh0 * s->OW,
+                                    OHW, 0.0f, B2, npix);
+                            col2im_add(s, B2, oh0, oh1, gx);
                         }
                     }
                 }
             }
-            if (J->gx) dw_unfill_add(s, g, D, J->gx + (n * s->C + c) * HW);
-        }
-        if (J->gw) {
-            for (int64_t k = 0; k < g->m * g->kk; k++)
-                J->gw[c * g->m * g->kk + k] += (float)dacc[k];
         }
     }
 }
@@ -509,6 +1528,21 @@ static void bias_task(void *ctx, int64_t c0, int64_t c1, int ith) {
 
 static int is_depthwise(const cshape *s) {
     return s->G == s->C && s->Co % s->C == 0 && s->C > 0;
+}
+
+/* Image blocks of a dense backward, each with its own dW partial: up to
+   16, fewer when the partials would pass 64 MB.  A function of the shape
+   only, so the sums do not depend on the thread count. */
+static int64_t dense_blocks(const cshape *s) {
+    int64_t nblk = s->N < 16 ? s->N : 16;
+    while (nblk > 1 && nblk * s->Co * s->Kd > ((int64_t)16 << 20)) nblk /= 2;
+    return nblk;
+}
+
+/* The direct engine takes every dense conv but 1x1 kernels (a GEMM on the
+   input as it is, or on its strided im2col) and anisotropic strides. */
+static int use_direct(const cshape *s) {
+    return !(s->kh == 1 && s->kw == 1) && s->sh == s->sw;
 }
 
 static void load_shape(const nr_node *n, const nr_tensor *x, const nr_tensor *w, cshape *s) {
@@ -559,12 +1593,62 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
     float *gw = gin[1] ? nr_data(gin[1]) : NULL;
     if (s.N > 0 && (gx || gw)) {
         if (is_depthwise(&s)) {
-            dwgeo g;
-            dw_geometry(&s, &g);
-            st = prealloc_scratch(2 * g.psz + g.gsz + 2 * (size_t)rup(g.m * g.kk, VL));
+            dwplan pl;
+            if (!dw_plan(&s, &pl)) {
+                st = nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
+                goto done;
+            }
+            size_t scr = dw_bwd_scratch(&s, &pl);
+            int64_t kk = s.kh * s.kw, nblk = s.N < 16 ? s.N : 16;
+            float *wflip = malloc((size_t)(s.Co * kk) * sizeof(float));
+            double *part = malloc((size_t)(nblk * s.Co * kk) * sizeof(double));
+            st = prealloc_scratch(scr);
+            if (st == NR_OK && (!wflip || !part))
+                st = nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
+            if (st == NR_OK) {
+                const float *wd = nr_data(w);
+                for (int64_t co = 0; co < s.Co; co++)
+                    for (int64_t t = 0; t < kk; t++) wflip[co * kk + t] = wd[co * kk + kk - 1 - t];
+                dw_job J = {&s, &pl, nr_data(x), wd, NULL, gy, NULL, gx, gw, scr,
+                            wflip, part, nblk};
+                nr_parallel_for(nblk, 1, dw_bwd_task, &J);
+                if (gw) {
+                    dwred_job RJ = {part, gw, nblk, s.Co * kk};
+                    nr_parallel_for(s.Co * kk, 1024, dw_reduce_task, &RJ);
+                }
+            }
+            free(wflip);
+            free(part);
+            free(pl.offs);
             if (st != NR_OK) goto done;
-            dw_job J = {&s, &g, nr_data(x), nr_data(w), NULL, gy, NULL, gx, gw};
-            nr_parallel_for(s.C, 1, dw_bwd_task, &J);
+        } else if (use_direct(&s)) {
+            dplan pl;
+            if (!dplan_make(&s, nr_data(w), 1, &pl)) {
+                st = nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
+                goto done;
+            }
+            size_t scr = dc_bwd_scratch(&s, &pl);
+            int64_t nblk = dense_blocks(&s);
+            float *part = gw ? malloc((size_t)(nblk * s.Co * s.Kd) * sizeof(float)) : NULL;
+            st = prealloc_scratch(scr);
+            if (st == NR_OK && gw && !part)
+                st = nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
+            if (st == NR_OK) {
+                dc_job J = {&s, &pl, nr_data(x), nr_data(w), NULL, gy, NULL, gx, part, nblk, scr};
+                nr_parallel_for(nblk, 1, dc_bwd_task, &J);
+                if (part) {
+                    if (pl.wcv) {
+                        redt_job RJ = {part, gw, nblk, s.Cog, s.Kd, s.Co * s.Kd};
+                        nr_parallel_for(s.G * s.Kd, 64, reduce_t_task, &RJ);
+                    } else {
+                        red_job RJ = {part, gw, nblk, s.Co * s.Kd};
+                        nr_parallel_for(s.Co * s.Kd, 4096, reduce_task, &RJ);
+                    }
+                }
+            }
+            free(part);
+            dplan_free(&pl);
+            if (st != NR_OK) goto done;
         } else {
             int64_t R = chunk_rows(&s), nch = (s.OH + R - 1) / R;
             size_t colsz = (size_t)rup(s.Kd * R * s.OW, VL);
@@ -572,7 +1656,7 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
                 st = prealloc_scratch(2 * colsz);
                 if (st != NR_OK) goto done;
             }
-            int64_t nblk = s.N < 16 ? s.N : 16;
+            int64_t nblk = dense_blocks(&s);
             float *part = NULL;
             if (gw) {
                 part = aligned_alloc(64, (size_t)rup(nblk * s.Co * s.Kd, 16) * sizeof(float));
@@ -683,12 +1767,32 @@ nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
     if (s.N > 0) {
         const float *xd = nr_data(xc), *wd = nr_data(wc), *bd = bc ? nr_data(bc) : NULL;
         if (is_depthwise(&s)) {
-            dwgeo g;
-            dw_geometry(&s, &g);
-            st = prealloc_scratch(g.psz);
+            dwplan pl;
+            if (!dw_plan(&s, &pl)) {
+                st = nr_seterror(NR_ENOMEM, "conv2d: out of memory");
+                goto done;
+            }
+            size_t scr = pl.f.psz;
+            st = prealloc_scratch(scr);
+            if (st == NR_OK) {
+                dw_job J = {&s, &pl, xd, wd, bd, NULL, nr_data(y), NULL, NULL, scr, NULL, NULL, 0};
+                nr_parallel_for(s.N * s.C, 1, dw_fwd_task, &J);
+            }
+            free(pl.offs);
             if (st != NR_OK) goto done;
-            dw_job J = {&s, &g, xd, wd, bd, NULL, nr_data(y), NULL, NULL};
-            nr_parallel_for(s.N * s.C, 1, dw_fwd_task, &J);
+        } else if (use_direct(&s)) {
+            dplan pl;
+            if (!dplan_make(&s, wd, 0, &pl)) {
+                st = nr_seterror(NR_ENOMEM, "conv2d: out of memory");
+                goto done;
+            }
+            st = prealloc_scratch(pl.f.psz);
+            if (st == NR_OK) {
+                dc_job J = {&s, &pl, xd, wd, bd, NULL, nr_data(y), NULL, NULL, 0, pl.f.psz};
+                nr_parallel_for(s.N * s.G, 1, dc_fwd_task, &J);
+            }
+            dplan_free(&pl);
+            if (st != NR_OK) goto done;
         } else {
             int64_t R = chunk_rows(&s), nch = (s.OH + R - 1) / R;
             size_t colsz = (size_t)rup(s.Kd * R * s.OW, VL);

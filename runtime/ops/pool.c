@@ -12,6 +12,37 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define VL 16
+/* 16 lanes in one register (GCC vector extensions; two ymm without
+   AVX-512).  Unaligned, may alias float / int32. */
+typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
+typedef int32_t vi16 __attribute__((vector_size(64), aligned(4), may_alias));
+#define VLD(p) (*(const vf16 *)(p))
+#define VST(p, v) (*(vf16 *)(p) = (v))
+
+static inline int64_t rup(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+
+/* the first n (<= 16) lanes of v to p */
+static inline void vstore_n(float *p, vf16 v, int64_t n) {
+    if (n >= VL) {
+        VST(p, v);
+    } else {
+        for (int64_t l = 0; l < n; l++) p[l] = v[l];
+    }
+}
+
+static inline void vstore_ni(int32_t *p, vi16 v, int64_t n) {
+    if (n >= VL) {
+        *(vi16 *)p = v;
+    } else {
+        for (int64_t l = 0; l < n; l++) p[l] = v[l];
+    }
+}
+
+/* m ? a : b, lane by lane (a macro: 64-byte vector arguments would change
+   the ABI on machines without AVX-512) */
+#define VBLEND(m, a, b) ((vf16)(((vi16)(a) & (m)) | ((vi16)(b) & ~(m))))
+
 typedef struct {
     int64_t P, H, W, OH, OW;   /* planes, input and output sizes */
     int64_t kh, kw, sh, sw, ph, pw;
@@ -128,12 +159,80 @@ static nr_tensor *out_like(const nr_tensor *x, int64_t oh, int64_t ow) {
     return nr_tensor_empty(x->ndim, ne);
 }
 
+/* Each plane is copied into a padded buffer (padding -inf for max, 0 for
+   avg) whose columns are split by stride phase: padded pixel (r, c) at
+   P[r*rs + (c % sw)*Tw + c / sw].  Window tap (i, j) of output (oh, ow) is
+   then P[oh*sh*rs + toff[i*kw + j] + ow]: a contiguous run of outputs per
+   tap, 16 at a time, with no bounds tests. */
+typedef struct {
+    int64_t Hn, Tw, rs, OWr;
+    size_t psz;
+    int64_t *toff;
+} ppad;
+
+static int ppad_init(const pshape *s, ppad *g) {
+    g->OWr = rup(s->OW, VL);
+    g->Hn = (s->OH - 1) * s->sh + s->kh;
+    g->Tw = rup(g->OWr + (s->kw - 1) / s->sw, VL);
+    g->rs = s->sw * g->Tw;
+    g->psz = (size_t)(g->Hn * g->rs + VL);
+    g->toff = malloc((size_t)(s->kh * s->kw) * sizeof(int64_t));
+    if (!g->toff) return 0;
+    for (int64_t i = 0; i < s->kh; i++)
+        for (int64_t j = 0; j < s->kw; j++)
+            g->toff[i * s->kw + j] = i * g->rs + (j % s->sw) * g->Tw + j / s->sw;
+    return 1;
+}
+
+/* the interior of P <- plane x (the padding is set once per buffer) */
+static void ppad_fill(const pshape *s, const ppad *g, const float *restrict x, float *restrict P) {
+    const int64_t sw = s->sw, Tw = g->Tw;
+    for (int64_t ih = 0; ih < s->H; ih++) {
+        int64_t r = ih + s->ph;
+        if (r >= g->Hn) break;
+        const float *restrict xr = x + ih * s->W;
+        float *restrict pr = P + r * g->rs;
+        for (int64_t q = 0; q < sw; q++) {
+            int64_t t = q >= s->pw ? 0 : (s->pw - q + sw - 1) / sw;
+            int64_t iw = q + sw * t - s->pw;
+            float *restrict d = pr + q * Tw;
+            for (; t < Tw && iw < s->W; t++, iw += sw) d[t] = xr[iw];
+        }
+    }
+}
+
+/* gx plane += the interior of D (P's layout) */
+static void ppad_unfill_add(const pshape *s, const ppad *g, const float *restrict D,
+                            float *restrict gx) {
+    const int64_t sw = s->sw, Tw = g->Tw;
+    for (int64_t ih = 0; ih < s->H; ih++) {
+        int64_t r = ih + s->ph;
+        if (r >= g->Hn) break;
+        float *restrict xr = gx + ih * s->W;
+        const float *restrict dr = D + r * g->rs;
+        for (int64_t q = 0; q < sw; q++) {
+            int64_t t = q >= s->pw ? 0 : (s->pw - q + sw - 1) / sw;
+            int64_t iw = q + sw * t - s->pw;
+            const float *restrict d = dr + q * Tw;
+            for (; t < Tw && iw < s->W; t++, iw += sw) xr[iw] += d[t];
+        }
+    }
+}
+
+static nr_status prealloc_scratch(size_t nfloat, const char *fn) {
+    for (int i = 0; i < nr_num_threads(); i++)
+        if (!nr_scratch(i, nfloat))
+            return nr_seterror(NR_ENOMEM, "%s: out of memory for scratch buffers", fn);
+    return NR_OK;
+}
+
 typedef struct {
     const pshape *s;
+    const ppad *g;
     const float *x, *gy;
     float *y, *gx;
     int32_t *idx;
-    int64_t aoh, aow;  /* adaptive: output size */
+    const float *rowf, *colf; /* avg: divisor factors per output row / column */
 } pjob;
 
 /* ------------------------------------------------------------ max pool */
@@ -141,33 +240,36 @@ typedef struct {
 static void max_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const pjob *J = ctx;
     const pshape *s = J->s;
-    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
+    const ppad *g = J->g;
+    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, kk = s->kh * s->kw;
+    float *P = nr_scratch(ith, g->psz);
+    for (size_t k = 0; k < g->psz; k++) P[k] = -INFINITY;
+    vi16 lane;
+    for (int l = 0; l < VL; l++) lane[l] = l;
     for (int64_t pl = p0; pl < p1; pl++) {
-        const float *restrict x = J->x + pl * H * W;
-        float *restrict y = J->y + pl * OH * OW;
+        ppad_fill(s, g, J->x + pl * H * W, P);
+        float *y = J->y + pl * OH * OW;
         int32_t *idx = J->idx ? J->idx + pl * OH * OW : NULL;
         for (int64_t oh = 0; oh < OH; oh++) {
-            int64_t hs = oh * s->sh - s->ph, he = hs + s->kh;
-            if (hs < 0) hs = 0;
-            if (he > H) he = H;
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t ws = ow * s->sw - s->pw, we = ws + s->kw;
-                if (ws < 0) ws = 0;
-                if (we > W) we = W;
-                float m = -INFINITY;
-                int64_t mi = hs * W + ws;
-                for (int64_t ih = hs; ih < he; ih++) {
-                    const float *xr = x + ih * W;
-                    for (int64_t iw = ws; iw < we; iw++) {
-                        float v = xr[iw];
-                        if (v > m || isnan(v)) {
-                            m = v;
-                            mi = ih * W + iw;
-                        }
-                    }
+            const float *row = P + oh * s->sh * g->rs;
+            const int64_t h0 = oh * s->sh - s->ph, hs = h0 > 0 ? h0 : 0;
+            for (int64_t ob = 0; ob < OW; ob += VL) {
+                vi16 ow = lane + (int32_t)ob;
+                vi16 w0 = ow * (int32_t)s->sw - (int32_t)s->pw;
+                w0 = (vi16)((w0 > 0) & w0);               /* max(ow*sw - pw, 0) */
+                vi16 mi = w0 + (int32_t)(hs * W);         /* PyTorch: first element */
+                vi16 base = ow * (int32_t)s->sw;
+                vf16 m = (vf16){0} - INFINITY;
+                for (int64_t t = 0; t < kk; t++) {
+                    int64_t i = t / s->kw, j = t % s->kw;
+                    vf16 v = VLD(row + g->toff[t] + ob);
+                    vi16 gt = (v > m) | (v != v);
+                    m = VBLEND(gt, v, m);
+                    vi16 at = base + (int32_t)((h0 + i) * W - s->pw + j);
+                    mi = (at & gt) | (mi & ~gt);
                 }
-                y[oh * OW + ow] = m;
-                if (idx) idx[oh * OW + ow] = (int32_t)mi;
+                vstore_n(y + oh * OW + ob, m, OW - ob);
+                if (idx) vstore_ni(idx + oh * OW + ob, mi, OW - ob);
             }
         }
     }
@@ -194,7 +296,7 @@ static nr_status max_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gi
         if (!(gc = nr_tensor_clone(gout))) return NR_ENOMEM;
         gout = gc;
     }
-    pjob J = {&s, NULL, nr_data(gout), NULL, nr_data(gin[0]), n->extra, 0, 0};
+    pjob J = {&s, NULL, NULL, nr_data(gout), NULL, nr_data(gin[0]), n->extra, NULL, NULL};
     nr_parallel_for(s.P, plane_grain(s.OH * s.OW * 4), max_bwd_task, &J);
     nr_tensor_release(gc);
     return NR_OK;
@@ -223,8 +325,23 @@ nr_status nr_max_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
             return nr_seterror(NR_ENOMEM, "max_pool2d: out of memory");
         }
     }
-    pjob J = {&s, nr_data(xc), NULL, nr_data(y), NULL, idx, 0, 0};
-    nr_parallel_for(s.P, plane_grain(s.H * s.W), max_fwd_task, &J);
+    ppad g;
+    if (!ppad_init(&s, &g)) {
+        st = nr_seterror(NR_ENOMEM, "max_pool2d: out of memory");
+    } else {
+        st = prealloc_scratch(g.psz, "max_pool2d");
+        if (st == NR_OK) {
+            pjob J = {&s, &g, nr_data(xc), NULL, nr_data(y), NULL, idx, NULL, NULL};
+            nr_parallel_for(s.P, plane_grain(s.H * s.W), max_fwd_task, &J);
+        }
+        free(g.toff);
+    }
+    if (st != NR_OK) {
+        free(idx);
+        nr_tensor_release(xc);
+        nr_tensor_release(y);
+        return st;
+    }
     nr_node *n = nr_record(y, "max_pool2d", max_bwd, 1, &xc);
     if (n) {
         store_params(n, &s);
@@ -239,63 +356,92 @@ nr_status nr_max_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
 
 /* ------------------------------------------------------------ avg pool */
 
-/* Window [hs,he) x [ws,we) clipped to the input and its divisor. */
-static inline float avg_window(const pshape *s, int64_t oh, int64_t ow, int64_t *hs, int64_t *he,
-                               int64_t *ws, int64_t *we) {
-    int64_t h0 = oh * s->sh - s->ph, h1 = h0 + s->kh;
-    int64_t w0 = ow * s->sw - s->pw, w1 = w0 + s->kw;
-    if (h1 > s->H + s->ph) h1 = s->H + s->ph;
-    if (w1 > s->W + s->pw) w1 = s->W + s->pw;
-    int64_t pool = (h1 - h0) * (w1 - w0);
-    if (h0 < 0) h0 = 0;
-    if (w0 < 0) w0 = 0;
-    if (h1 > s->H) h1 = s->H;
-    if (w1 > s->W) w1 = s->W;
-    *hs = h0;
-    *he = h1;
-    *ws = w0;
-    *we = w1;
-    int64_t div = s->cip ? pool : (h1 - h0) * (w1 - w0);
-    return (float)div;
+/* The divisor of window (oh, ow) is rowf[oh] * colf[ow]: the window's rows
+   and columns, counted inside the padded input (count_include_pad, where
+   a window may still hang over the right edge in ceil mode) or inside the
+   input.  colf has OWr entries (1 past OW). */
+static float *avg_factors(const pshape *s, int64_t OWr) {
+    float *f = malloc((size_t)(s->OH + OWr) * sizeof(float));
+    if (!f) return NULL;
+    for (int d = 0; d < 2; d++) {
+        int64_t n = d ? s->OW : s->OH, in = d ? s->W : s->H;
+        int64_t st = d ? s->sw : s->sh, pd = d ? s->pw : s->ph, k = d ? s->kw : s->kh;
+        float *o = d ? f + s->OH : f;
+        for (int64_t a = 0; a < n; a++) {
+            int64_t a0 = a * st - pd, a1 = a0 + k;
+            if (a1 > in + pd) a1 = in + pd;
+            if (!s->cip) {
+                if (a0 < 0) a0 = 0;
+                if (a1 > in) a1 = in;
+            }
+            o[a] = (float)(a1 - a0);
+        }
+        if (d)
+            for (int64_t a = n; a < OWr; a++) o[a] = 1.0f;
+    }
+    return f;
 }
 
 static void avg_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const pjob *J = ctx;
     const pshape *s = J->s;
-    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
+    const ppad *g = J->g;
+    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, kk = s->kh * s->kw;
+    float *P = nr_scratch(ith, g->psz);
+    memset(P, 0, g->psz * sizeof(float));
     for (int64_t pl = p0; pl < p1; pl++) {
-        const float *restrict x = J->x + pl * H * W;
-        float *restrict y = J->y + pl * OH * OW;
+        ppad_fill(s, g, J->x + pl * H * W, P);
+        float *y = J->y + pl * OH * OW;
         for (int64_t oh = 0; oh < OH; oh++) {
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t hs, he, ws, we;
-                float div = avg_window(s, oh, ow, &hs, &he, &ws, &we);
-                float acc = 0.0f;
-                for (int64_t ih = hs; ih < he; ih++)
-                    for (int64_t iw = ws; iw < we; iw++) acc += x[ih * W + iw];
-                y[oh * OW + ow] = acc / div;
+            const float *row = P + oh * s->sh * g->rs;
+            for (int64_t ob = 0; ob < OW; ob += VL) {
+                vf16 acc = {0};
+                for (int64_t t = 0; t < kk; t++) acc += VLD(row + g->toff[t] + ob);
+                vf16 div = VLD(J->colf + ob) * J->rowf[oh];
+                vstore_n(y + oh * OW + ob, acc / div, OW - ob);
             }
         }
     }
 }
 
+/* D (P's layout) += g / div spread over each window, then gx += D. */
 static void avg_bwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const pjob *J = ctx;
     const pshape *s = J->s;
-    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW;
+    const ppad *g = J->g;
+    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, OWr = g->OWr;
+    const int64_t kk = s->kh * s->kw, rstep = s->sh * g->rs;
+    float *D = nr_scratch(ith, g->psz + (size_t)(OH * OWr));
+    float *G = D + g->psz; /* g / div, zero past OW */
     for (int64_t pl = p0; pl < p1; pl++) {
-        float *restrict gx = J->gx + pl * H * W;
-        const float *restrict g = J->gy + pl * OH * OW;
-        for (int64_t oh = 0; oh < OH; oh++) {
-            for (int64_t ow = 0; ow < OW; ow++) {
-                int64_t hs, he, ws, we;
-                float div = avg_window(s, oh, ow, &hs, &he, &ws, &we);
-                float v = g[oh * OW + ow] / div;
-                for (int64_t ih = hs; ih < he; ih++)
-                    for (int64_t iw = ws; iw < we; iw++) gx[ih * W + iw] += v;
+        const float *gy = J->gy + pl * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++)
+            for (int64_t ow = 0; ow < OWr; ow++)
+                G[oh * OWr + ow] = ow < OW ? gy[oh * OW + ow] / (J->rowf[oh] * J->colf[ow]) : 0.0f;
+        memset(D, 0, g->psz * sizeof(float));
+        for (int64_t t = 0; t < kk; t++) /* one tap over the plane at a time */
+            for (int64_t oh = 0; oh < OH; oh++) {
+                float *dr = D + oh * rstep + g->toff[t];
+                const float *gr = G + oh * OWr;
+                for (int64_t ob = 0; ob < OWr; ob += VL) VST(dr + ob, VLD(dr + ob) + VLD(gr + ob));
             }
-        }
+        ppad_unfill_add(s, g, D, J->gx + pl * H * W);
     }
+}
+
+static nr_status avg_run(const pshape *s, const float *x, const float *gy, float *y, float *gx) {
+    ppad g;
+    if (!ppad_init(s, &g)) return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    float *f = avg_factors(s, g.OWr);
+    nr_status st = f ? prealloc_scratch(g.psz + (size_t)(s->OH * g.OWr), "avg_pool2d")
+                     : nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    if (st == NR_OK) {
+        pjob J = {s, &g, x, gy, y, gx, NULL, f, f + s->OH};
+        nr_parallel_for(s->P, plane_grain(s->H * s->W), x ? avg_fwd_task : avg_bwd_task, &J);
+    }
+    free(f);
+    free(g.toff);
+    return st;
 }
 
 static nr_status avg_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gin) {
@@ -307,10 +453,9 @@ static nr_status avg_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gi
         if (!(gc = nr_tensor_clone(gout))) return NR_ENOMEM;
         gout = gc;
     }
-    pjob J = {&s, NULL, nr_data(gout), NULL, nr_data(gin[0]), NULL, 0, 0};
-    nr_parallel_for(s.P, plane_grain(s.H * s.W), avg_bwd_task, &J);
+    nr_status st = avg_run(&s, NULL, nr_data(gout), NULL, nr_data(gin[0]));
     nr_tensor_release(gc);
-    return NR_OK;
+    return st;
 }
 
 nr_status nr_avg_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_params *p) {
@@ -325,8 +470,12 @@ nr_status nr_avg_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
         nr_tensor_release(xc);
         return NR_ENOMEM;
     }
-    pjob J = {&s, nr_data(xc), NULL, nr_data(y), NULL, NULL, 0, 0};
-    nr_parallel_for(s.P, plane_grain(s.H * s.W), avg_fwd_task, &J);
+    st = avg_run(&s, nr_data(xc), NULL, nr_data(y), NULL);
+    if (st != NR_OK) {
+        nr_tensor_release(xc);
+        nr_tensor_release(y);
+        return st;
+    }
     nr_node *n = nr_record(y, "avg_pool2d", avg_bwd, 1, &xc);
     if (n) store_params(n, &s);
     nr_tensor_release(xc);
@@ -341,6 +490,23 @@ static inline int64_t bin_end(int64_t a, int64_t out, int64_t in) {
     return ((a + 1) * in + out - 1) / out;
 }
 
+/* sum of p[0..n): 16 partial sums, then in double */
+static double sum_run(const float *p, int64_t n) {
+    vf16 a = {0}, b = {0};
+    int64_t k = 0;
+    for (; k + 2 * VL <= n; k += 2 * VL) a += VLD(p + k), b += VLD(p + k + VL);
+    for (; k + VL <= n; k += VL) a += VLD(p + k);
+    if (k < n) {
+        float tail[VL] = {0};
+        for (int64_t l = 0; l < n - k; l++) tail[l] = p[k + l];
+        b += VLD(tail);
+    }
+    a += b;
+    double t = 0.0;
+    for (int l = 0; l < VL; l++) t += a[l];
+    return t;
+}
+
 static void ad_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const pjob *J = ctx;
     const pshape *s = J->s;
@@ -353,11 +519,10 @@ static void ad_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
             for (int64_t ow = 0; ow < OW; ow++) {
                 int64_t ws = bin_start(ow, OW, W), we = bin_end(ow, OW, W);
                 double acc = 0.0;
-                for (int64_t ih = hs; ih < he; ih++) {
-                    float r = 0.0f;
-                    for (int64_t iw = ws; iw < we; iw++) r += x[ih * W + iw];
-                    acc += r;
-                }
+                if (ws == 0 && we == W) /* whole rows: one run */
+                    acc = sum_run(x + hs * W, (he - hs) * W);
+                else
+                    for (int64_t ih = hs; ih < he; ih++) acc += sum_run(x + ih * W + ws, we - ws);
                 y[oh * OW + ow] = (float)(acc / (double)((he - hs) * (we - ws)));
             }
         }
@@ -392,7 +557,7 @@ static nr_status ad_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gin
         if (!(gc = nr_tensor_clone(gout))) return NR_ENOMEM;
         gout = gc;
     }
-    pjob J = {&s, NULL, nr_data(gout), NULL, nr_data(gin[0]), NULL, 0, 0};
+    pjob J = {&s, NULL, NULL, nr_data(gout), NULL, nr_data(gin[0]), NULL, NULL, NULL};
     nr_parallel_for(s.P, plane_grain(s.H * s.W), ad_bwd_task, &J);
     nr_tensor_release(gc);
     return NR_OK;
@@ -430,7 +595,7 @@ nr_status nr_adaptive_avg_pool2d(nr_tensor **out, const nr_tensor *x, int64_t oh
         nr_tensor_release(xc);
         return NR_ENOMEM;
     }
-    pjob J = {&s, nr_data(xc), NULL, nr_data(y), NULL, NULL, 0, 0};
+    pjob J = {&s, NULL, nr_data(xc), NULL, nr_data(y), NULL, NULL, NULL, NULL};
     nr_parallel_for(s.P, plane_grain(s.H * s.W), ad_fwd_task, &J);
     nr_node *n = nr_record(y, "adaptive_avg_pool2d", ad_bwd, 1, &xc);
     if (n) store_params(n, &s);

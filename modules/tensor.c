@@ -917,15 +917,6 @@ void nrL_open_tensor(lua_State *L, int lib, int F) {
 }
 
 /* ----------------------------------------------------------- the module */
-/* Pieces written in parallel by other engineers: called when linked in.
-   TEMP-WEAK: make these plain calls once every piece has landed. */
-extern void nrL_open_conv(lua_State *L, int lib, int F) __attribute__((weak));
-extern void nrL_open_data(lua_State *L, int lib, int F) __attribute__((weak));
-extern void nrL_open_ckpt(lua_State *L, int lib, int F) __attribute__((weak));
-extern void nrL_open_optim(lua_State *L, int lib, int F) __attribute__((weak));
-extern void nrL_open_sampler(lua_State *L, int lib, int F) __attribute__((weak));
-extern void nrL_open_supernet(lua_State *L, int lib, int F) __attribute__((weak));
-
 NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     nr_runtime_init(0);
     lua_newtable(L);
@@ -933,14 +924,13 @@ NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     lua_newtable(L);
     int F = lua_gettop(L);
     nrL_open_tensor(L, lib, F);
-    if (nrL_open_conv) nrL_open_conv(L, lib, F); /* TEMP-WEAK */
+    nrL_open_conv(L, lib, F);
     nrL_open_norm(L, lib, F);
     nrL_open_io(L, lib, F);
-    if (nrL_open_data) nrL_open_data(L, lib, F);
-    if (nrL_open_ckpt) nrL_open_ckpt(L, lib, F);
-    if (nrL_open_optim) nrL_open_optim(L, lib, F);
-    if (nrL_open_sampler) nrL_open_sampler(L, lib, F);
-    if (nrL_open_supernet) nrL_open_supernet(L, lib, F);
+    nrL_open_data(L, lib, F);
+    nrL_open_ckpt(L, lib, F);
+    nrL_open_optim(L, lib, F);
+    nrL_open_sampler(L, lib, F);
     lua_pushvalue(L, F);
     lua_setfield(L, lib, "F");
     lua_pushstring(L, NR_VERSION);

@@ -441,7 +441,7 @@ nr_status nr_cifar_load(nr_dataset **out, const char *root, int variant, int tra
         return nr_seterror(NR_EUSAGE, "cifar: variant must be 10 or 100");
 
     /* root itself, or the folder the archive extracts to */
-    char dir[4096], path[4096];
+    char dir[4096], path[4096 + 64];
     struct stat sb;
     snprintf(dir, sizeof dir, "%s", root);
     snprintf(path, sizeof path, "%s/%s", root, files[0]);

@@ -65,6 +65,10 @@ void nrL_open_ops(lua_State *L, int lib, int F);
 void nrL_open_conv(lua_State *L, int lib, int F);   /* modules/bind_conv.c */
 void nrL_open_norm(lua_State *L, int lib, int F);   /* modules/bind_norm.c */
 void nrL_open_io(lua_State *L, int lib, int F);     /* modules/bind_io.c */
+void nrL_open_data(lua_State *L, int lib, int F);   /* modules/bind_data.c */
+void nrL_open_ckpt(lua_State *L, int lib, int F);   /* modules/bind_ckpt.c */
+void nrL_open_optim(lua_State *L, int lib, int F);  /* modules/bind_optim.c */
+void nrL_open_sampler(lua_State *L, int lib, int F); /* modules/bind_sampler.c */
 /* __tostring of tensors, PyTorch-like (modules/print.c) */
 int nrL_tensor_tostring(lua_State *L);
 

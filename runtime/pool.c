@@ -7,6 +7,7 @@
 #include "nasrt.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -103,7 +104,10 @@ void nr_parallel_for(int64_t n, int64_t grain, nr_task_fn fn, void *ctx) {
     pthread_cond_broadcast(&P.cv);
     pthread_mutex_unlock(&P.mu);
     run_chunk(0);
-    while (atomic_load_explicit(&P.pending, memory_order_acquire) > 0) { }
+    /* spin a little (the common case: the worker is a few microseconds
+       behind), then yield so a descheduled worker gets the core */
+    for (int spins = 0; atomic_load_explicit(&P.pending, memory_order_acquire) > 0; spins++)
+        if (spins > 4000) sched_yield();
 }
 
 /* ------------------------------------------------------------ scratch */

@@ -652,7 +652,12 @@ M.darts_SearchNetwork = DARTSSearchNetwork
 -- mixed op over `primitives` (affine=false, pools followed by BN); the cell
 -- output concatenates the last `multiplier` nodes; GAP + Linear.
 -- alphas: `alphas_normal`/`alphas_reduce` (E x n, 1e-3 N(0,1)), or one per
--- cell (`alpha_per_cell`).
+-- cell (`alpha_per_cell`).  Edge weights: softmax(alpha) (DARTS),
+-- sigmoid(alpha) (FairDARTS; pass primitives without `none` as upstream
+-- does, and add `net:zero_one_loss()`), or GDAS' straight-through Gumbel
+-- sample, drawn from the global generator at every forward and kept in
+-- `net.last_sample` (hard one-hot values, soft gradients; only the sampled
+-- op of each edge runs).  Set `net.tau` per epoch (GDAS: 10 -> 0.1).
 -- @tparam[opt] table opts {C=16, layers=8, steps=4, multiplier=4,
 --   stem_multiplier=3, classes=10, in_channels=1,
 --   primitives=DARTS_PRIMITIVES, relaxation="softmax"|"sigmoid"|"gumbel",
@@ -1259,8 +1264,10 @@ function Cell:__init(gene, concat, C_pp, C_p, C, reduction, reduction_prev, heig
       local a = (g[3] ~= nil and g[3] ~= "") and g[3] or "Identity"
       local am = blocks.ATT_OPS[a](C, height, height)
       self.attns:append(am)
-      -- Att-DARTS model.py: drop-path only when neither the op nor the
-      -- attention is the identity
+      -- Att-DARTS model.py (Cell.forward) drops a path only when neither
+      -- the op nor the attention is the identity.  (differentiable.md §4.2
+      -- words it as "skipped only if both are identities"; the code is
+      -- followed here.)
       droppable[m] = not op_id and getmetatable(am) ~= nn.Identity
     else
       droppable[m] = not op_id

@@ -12,7 +12,7 @@ Usage:
   ./build/nasrt bench/ops.lua [--threads N] [--reps R] [--warmup W]
                               [--budget S] [--filter a,b] [--json] [--list]
   --threads N   intra-op threads (default 2)
-  --reps R      max timed repetitions per measurement (default 10); fewer
+  --reps R      max timed repetitions per measurement (default 20); fewer
                 (but at least 3) are run when R reps would exceed --budget
   --warmup W    untimed forward+backward passes first (default 2)
   --budget S    seconds per measurement that cap the reps (default 1.0)
@@ -42,7 +42,7 @@ local function usage(msg)
   os.exit(msg and 2 or 0)
 end
 
-local opt = { threads = 2, reps = 10, warmup = 2, budget = 1.0, filter = nil, json = false, list = false }
+local opt = { threads = 2, reps = 20, warmup = 2, budget = 1.0, filter = nil, json = false, list = false }
 do
   local args = arg or {}
   local i = 1

@@ -7,7 +7,7 @@ with respect to the input and the weight, no bias), at batch 64 on the CPU.
 Run with Debian's interpreter: /usr/bin/python3 bench/torch_ops.py [flags]
 
   --threads N   torch.set_num_threads(N) (default 2)
-  --reps R      max timed repetitions per measurement (default 10); fewer
+  --reps R      max timed repetitions per measurement (default 20); fewer
                 (but at least 3) are run when R reps would exceed --budget
   --warmup W    untimed forward+backward passes first (default 2)
   --budget S    seconds per measurement that cap the reps (default 1.0)
@@ -15,6 +15,10 @@ Run with Debian's interpreter: /usr/bin/python3 bench/torch_ops.py [flags]
                 substrings of F
   --json        print one JSON document instead of the text lines
   --list        print the shape names and exit
+  --default_malloc  leave glibc malloc's thresholds alone; by default they are
+                raised (mallopt) so freed buffers stay in the process as they
+                do in nasrt's allocator, and the figures measure the conv, not
+                page faults on fresh output/grad buffers (see steady_malloc)
 
 Output (one line per shape, `name value` pairs as in DESIGN.md section 6):
   op conv3x3_c32_28 fwd_ms 1.23 fwdbwd_ms 3.40 gflops 55.1 fwd_gflops 60.2 gflop 0.116 reps 10 threads 2
@@ -23,7 +27,7 @@ count 2*N*Co*Ho*Wo*(Ci/groups)*kh*kw / 1e9; gflops the forward+backward rate
 (3 * gflop per fwdbwd time); fwd_gflops the forward-only rate.  Forward is
 timed with autograd recording (as in training).
 """
-import argparse, json, sys, time
+import argparse, ctypes, json, sys, time
 import torch
 import torch.nn.functional as F
 
@@ -55,6 +59,23 @@ def make_shapes():
     add("dil3x3_s2_c16_28", 16, 16, 28, 3, 2, 2, 2, 16)
     add("dil5x5_s2_c32_28", 32, 32, 28, 5, 2, 4, 2, 32)
     return out
+
+
+def steady_malloc():
+    """Keep freed tensor buffers in the process, as nasrt's allocator does.
+
+    PyTorch's CPU tensors come straight from glibc malloc, which by default
+    hands big freed blocks back to the kernel (mmap threshold / heap trim), so
+    each rep would page-fault its output and grad buffers afresh: several ms
+    at batch 64 (conv1x1_c64_28 forward 15 ms instead of 3).  That measures the
+    allocator, not the conv; --default_malloc keeps glibc's behaviour."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        return bool(ok)
+    except OSError:
+        return False
 
 
 def bench_shape(s, opt):
@@ -109,12 +130,14 @@ def bench_shape(s, opt):
 def main():
     ap = argparse.ArgumentParser(description="conv2d micro-benchmark (PyTorch twin of bench/ops.lua)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--budget", type=float, default=1.0)
     ap.add_argument("--filter", default=None)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--default_malloc", action="store_true",
+                    help="leave glibc's malloc thresholds alone (freed buffers go back to the OS)")
     opt = ap.parse_args()
     if opt.threads < 1 or opt.reps < 1:
         ap.error("--threads and --reps want positive integers")
@@ -126,10 +149,11 @@ def main():
             print(s["name"])
         return
 
+    malloc = "default" if opt.default_malloc else ("steady" if steady_malloc() else "default(mallopt failed)")
     torch.set_num_threads(opt.threads)
     torch.manual_seed(0)
     print(f"# torch ops bench: torch {torch.__version__}, batch {N}, threads {torch.get_num_threads()}, "
-          f"mkldnn {torch.backends.mkldnn.is_available()}", file=sys.stderr)
+          f"mkldnn {torch.backends.mkldnn.is_available()}, malloc {malloc}", file=sys.stderr)
     results = []
     for s in shapes:
         try:
@@ -148,7 +172,7 @@ def main():
     if opt.json:
         for r in results:
             r.pop("threads", None)
-        print(json.dumps(dict(impl="torch", batch=N, threads=opt.threads, results=results), indent=1))
+        print(json.dumps(dict(impl="torch", batch=N, threads=opt.threads, malloc=malloc, results=results), indent=1))
 
 
 if __name__ == "__main__":

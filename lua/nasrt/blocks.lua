@@ -52,18 +52,9 @@ local floor, max = math.floor, math.max
 
 -- ------------------------------------------------------------ helpers
 
-local function shape_str(s)
-  return "[" .. table.concat(s, ",") .. "]"
-end
 
-local function copy_shape(s)
-  return table.move(s, 1, #s, 1, {})
-end
 
-local function opt(v, default)
-  if v == nil then return default end
-  return v
-end
+local shape_str, copy_shape, opt = nn.util.shape_str, nn.util.copy_shape, nn.util.opt
 
 --- Accepts a shape table or a tensor (like nn's cost functions).
 local function check_shape(s, fn)
@@ -111,16 +102,7 @@ local function norm_opts(o, allowed, fn)
   if type(o) ~= "table" then
     error(("%s: options must be a table or a boolean (affine), got %s"):format(fn, type(o)), 3)
   end
-  for k in pairs(o) do
-    if not allowed[k] then
-      local names = {}
-      for a in pairs(allowed) do names[#names + 1] = a end
-      table.sort(names)
-      error(("%s: unknown option '%s' (expected one of %s)"):format(fn, tostring(k),
-        table.concat(names, ", ")), 3)
-    end
-  end
-  return o
+  return nn.util.check_opts(o, allowed, fn, 4)
 end
 
 local function bn2d(c, o, extra)

@@ -69,10 +69,13 @@ local function pair_str(h, w)
 end
 
 --- Raises when opts holds a key not in `allowed` (catches typos like strid=2).
-local function check_opts(opts, allowed, fn)
+-- level: error level as seen from the caller's caller (default 3: the
+-- user who called the constructor that called check_opts)
+local function check_opts(opts, allowed, fn, level)
+  level = level or 3
   if opts == nil then return {} end
   if type(opts) ~= "table" then
-    error(("%s: options must be a table, got %s"):format(fn, type(opts)), 3)
+    error(("%s: options must be a table, got %s"):format(fn, type(opts)), level)
   end
   for k in pairs(opts) do
     if not allowed[k] then
@@ -80,7 +83,7 @@ local function check_opts(opts, allowed, fn)
       for a in pairs(allowed) do names[#names + 1] = a end
       table.sort(names)
       error(("%s: unknown option '%s' (expected one of %s)"):format(fn, tostring(k),
-        table.concat(names, ", ")), 3)
+        table.concat(names, ", ")), level)
     end
   end
   return opts
@@ -1292,5 +1295,9 @@ function nn.recalibrate_bn(model, batches, n)
   if not ok then error(err, 0) end
   return count
 end
+
+--- Small helpers shared by the Lua library (blocks, supernets): shape
+-- printing, option-table checking, defaults.
+nn.util = { shape_str = shape_str, copy_shape = copy_shape, check_opts = check_opts, opt = opt }
 
 return nn

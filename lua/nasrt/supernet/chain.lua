@@ -63,9 +63,7 @@ local sqrt = math.sqrt
 
 -- ------------------------------------------------------------ helpers
 
-local function shape_str(s)
-  return "[" .. table.concat(s, ",") .. "]"
-end
+local shape_str = nn.util.shape_str
 
 local function copy_list(t)
   return table.move(t, 1, #t, 1, {})

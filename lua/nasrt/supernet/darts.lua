@@ -60,31 +60,9 @@ local is_tensor = core.is_tensor
 
 -- ------------------------------------------------------------ helpers
 
-local function shape_str(s)
-  return "[" .. table.concat(s, ",") .. "]"
-end
 
-local function check_opts(opts, allowed, fn)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(("%s: options must be a table, got %s"):format(fn, type(opts)), 3)
-  end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for a in pairs(allowed) do names[#names + 1] = a end
-      table.sort(names)
-      error(("%s: unknown option '%s' (expected one of %s)"):format(fn, tostring(k),
-        table.concat(names, ", ")), 3)
-    end
-  end
-  return opts
-end
 
-local function opt(v, default)
-  if v == nil then return default end
-  return v
-end
+local shape_str, check_opts, opt = nn.util.shape_str, nn.util.check_opts, nn.util.opt
 
 local function check_int(v, what, fn, min)
   if math.type(v) ~= "integer" or v < (min or 1) then

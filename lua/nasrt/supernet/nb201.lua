@@ -73,9 +73,7 @@ M.nb201_primitives = PRIMS
 
 -- ------------------------------------------------------------ arch strings
 
-local function shape_str(s)
-  return "[" .. table.concat(s, ",") .. "]"
-end
+local shape_str = nn.util.shape_str
 
 local function ops_string(names)
   local p = {}
@@ -167,22 +165,7 @@ end
 
 -- ------------------------------------------------------------ options
 
-local function check_opts(opts, allowed, fn)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(("%s: options must be a table, got %s"):format(fn, type(opts)), 3)
-  end
-  for k in pairs(opts) do
-    if not allowed[k] then
-      local names = {}
-      for a in pairs(allowed) do names[#names + 1] = a end
-      table.sort(names)
-      error(("%s: unknown option '%s' (expected one of %s)"):format(fn, tostring(k),
-        table.concat(names, ", ")), 3)
-    end
-  end
-  return opts
-end
+local check_opts = nn.util.check_opts
 
 local function int_opt(v, default, name, fn)
   if v == nil then return default end

@@ -6,7 +6,8 @@ Runs bench/ops.lua (through build/nasrt) and bench/torch_ops.py (through
 the median forward and forward+backward times of both, the ratios
 nasrt/torch (> 1 means nasrt is slower) and both forward+backward GFLOP/s,
 then the geometric-mean ratio per op family.  To keep a busy machine's drift
-out of the ratios the two are run alternately, one op family at a time.
+out of the ratios the two are run alternately, one op family at a time, each
+twice (--rounds), keeping each shape's lowest median.
 
 Usage (plain Lua 5.4, from anywhere):
   lua5.4 bench/compare_ops.lua [--threads N] [--scaling] [--reps R]
@@ -14,6 +15,10 @@ Usage (plain Lua 5.4, from anywhere):
   --threads N   thread count for both (default 2)
   --scaling     also run both at 1 thread and print 1-thread vs N-thread
   --reps, --budget, --filter   passed to both benchmarks
+  --rounds K    run each side K times (default 2, alternating nasrt, torch,
+                nasrt, torch per op family) and keep each shape's lowest
+                median: a process's timings of the small shapes can sit ~1.5x
+                apart from the next process's (thread placement, page luck)
   --nasrt PATH  the nasrt host (default <repo>/build/nasrt)
   --python PATH the interpreter with torch (default /usr/bin/python3)
   --max_interference C, --retries R
@@ -22,9 +27,13 @@ Usage (plain Lua 5.4, from anywhere):
                 OpenMP most of all).  Each run measures the CPU other
                 processes used meanwhile (/proc/stat minus our children, in
                 cores); above C (default 0.15) it is repeated, at most R
-                (default 2) times, and the quietest attempt kept.
+                (default 2) times, and the quietest attempt kept.  Before
+                each run it waits for the cores to be quiet (1 s samples).
+  --wait S      give up waiting for quiet cores after S seconds in all (120)
+  --deadline S  no more retries or extra rounds once the comparison has run
+                S seconds (180)
 The last line sums up in `name value` pairs:
-  compare_ops threads 2 shapes 43 geomean_fwd_ratio 0.62 geomean_fwdbwd_ratio 0.36 slower_fwdbwd 10 wall_s 60 max_interference 0.03
+  compare_ops threads 2 shapes 43 geomean_fwd_ratio 0.62 geomean_fwdbwd_ratio 0.36 slower_fwdbwd 10 wall_s 90 waited_s 0 max_interference 0.03
 ]]
 
 local function dirname(p) return (p:match("^(.*)/[^/]*$")) or "." end
@@ -32,7 +41,7 @@ local here = dirname(arg and arg[0] or "bench/compare_ops.lua")
 local root = here .. "/.."
 
 local opt = { threads = 2, scaling = false, reps = nil, budget = nil, filter = nil,
-              retries = 2, max_interference = 0.15,
+              retries = 2, max_interference = 0.15, wait = 120, deadline = 180, rounds = 2,
               nasrt = root .. "/build/nasrt", python = "/usr/bin/python3" }
 do
   local a, i = arg or {}, 1
@@ -48,6 +57,7 @@ do
     if k == "help" then
       io.write("usage: lua5.4 bench/compare_ops.lua [--threads N] [--scaling] [--reps R] [--budget S]\n"
         .. "       [--filter a,b] [--nasrt PATH] [--python PATH] [--max_interference C] [--retries R]\n"
+        .. "       [--wait S] [--deadline S] [--rounds K]\n"
         .. "       (see the file's header)\n")
       os.exit(0)
     end
@@ -56,10 +66,11 @@ do
     elseif opt[k] ~= nil or k == "reps" or k == "budget" or k == "filter" then
       if not v then i = i + 1; v = a[i] end
       if not v then usage("--" .. k .. " needs a value") end
-      if k == "threads" or k == "retries" or k == "max_interference" then
+      if k == "threads" or k == "retries" or k == "max_interference" or k == "wait" or k == "deadline"
+          or k == "rounds" then
         v = tonumber(v)
-        if k ~= "max_interference" then v = math.tointeger(v) end
-        if not v or v < 0 or (k == "threads" and v < 1) then usage("bad --" .. k) end
+        if k == "threads" or k == "retries" or k == "rounds" then v = math.tointeger(v) end
+        if not v or v < 0 or ((k == "threads" or k == "rounds") and v < 1) then usage("bad --" .. k) end
       end
       opt[k] = v
     else
@@ -142,10 +153,27 @@ local function own_cpu()
 end
 local function uptime() local l = read1("/proc/uptime"); return l and tonumber(l:match("^(%S+)")) end
 
+-- Waits (at most opt.wait seconds over the whole comparison) until other
+-- processes leave the cores alone: less than max_interference cores over 1 s.
+local waited = 0
+local function sleep(s) os.execute("sleep " .. s) end
+local function wait_quiet()
+  while waited < opt.wait do
+    local b0, w0 = sys_busy(), uptime()
+    sleep(1)
+    local b1, w1 = sys_busy(), uptime()
+    if not (b0 and b1 and w0 and w1) or w1 <= w0 then return end
+    if (b1 - b0) / HZ / (w1 - w0) <= opt.max_interference then return end
+    waited = waited + (w1 - w0)
+  end
+end
+
 local max_intf_seen = 0
+local t_first = uptime() or 0
 local function run_quiet(which, threads, filter)
   local best
   for attempt = 1, opt.retries + 1 do
+    wait_quiet()
     local b0, c0, w0 = sys_busy(), own_cpu(), uptime()
     local rows, order = run(which, threads, filter)
     local b1, c1, w1 = sys_busy(), own_cpu(), uptime()
@@ -155,6 +183,7 @@ local function run_quiet(which, threads, filter)
     end
     if not best or intf < best.intf then best = { rows = rows, order = order, intf = intf } end
     if intf <= opt.max_interference then break end
+    if (uptime() or 0) - t_first > opt.deadline then break end -- no time left for retries
     if attempt <= opt.retries then
       io.stderr:write(("# %s %s (%d threads): other processes used %.2f cores, running it again\n")
         :format(which, filter ~= "" and filter or "all", threads, intf))
@@ -164,22 +193,40 @@ local function run_quiet(which, threads, filter)
   return best.rows, best.order, best.intf
 end
 
+-- Keeps, per shape, the lower median of two runs (fwd and fwd+bwd apart).
+local function merge(into, rows)
+  for k, r in pairs(rows) do
+    local o = into[k]
+    if not o or o.error then
+      into[k] = r
+    elseif not r.error then
+      if r.fwd_ms < o.fwd_ms then o.fwd_ms = r.fwd_ms end
+      if r.fwdbwd_ms < o.fwdbwd_ms then o.fwdbwd_ms = r.fwdbwd_ms end
+      o.gflops = 3 * o.gflop / (o.fwdbwd_ms * 1e-3)
+    end
+  end
+end
+
 local function run_both(threads)
   local N, T, order, intf = {}, {}, {}, {}
   local seen = {}
   local fams = opt.filter and { "" } or families
   for _, fam in ipairs(fams) do
     local filt = opt.filter or fam
-    local n, o, ni = run_quiet("nasrt", threads, filt)
-    local t, o2, ti = run_quiet("torch", threads, filt)
-    for k, v in pairs(n) do N[k] = v end
-    for k, v in pairs(t) do T[k] = v end
-    for _, list in ipairs { o, o2 } do
-      for _, name in ipairs(list) do
-        if not seen[name] then seen[name] = true; order[#order + 1] = name end
-        intf[name] = { ni, ti }
+    local ni, ti = 0, 0
+    for round = 1, opt.rounds do
+      if round > 1 and (uptime() or 0) - t_first > opt.deadline then break end
+      local n, o, i1 = run_quiet("nasrt", threads, filt)
+      local t, o2, i2 = run_quiet("torch", threads, filt)
+      merge(N, n); merge(T, t)
+      ni, ti = math.max(ni, i1), math.max(ti, i2)
+      for _, list in ipairs { o, o2 } do
+        for _, name in ipairs(list) do
+          if not seen[name] then seen[name] = true; order[#order + 1] = name end
+        end
       end
     end
+    for _, name in ipairs(order) do intf[name] = intf[name] or { ni, ti } end
   end
   return N, T, order, intf
 end
@@ -257,5 +304,5 @@ if max_intf_seen > opt.max_interference then
     .. "those ratios are distorted"):format(max_intf_seen))
 end
 print(("compare_ops threads %d shapes %d geomean_fwd_ratio %.3f geomean_fwdbwd_ratio %.3f slower_fwdbwd %d "
-  .. "wall_s %d max_interference %.2f")
-  :format(opt.threads, nshapes, gf, gfb, nslow, os.time() - t_start, max_intf_seen))
+  .. "wall_s %d waited_s %d max_interference %.2f")
+  :format(opt.threads, nshapes, gf, gfb, nslow, os.time() - t_start, waited, max_intf_seen))

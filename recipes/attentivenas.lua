@@ -76,7 +76,8 @@ R.spaces = {
     in_channels = 1, classes = 10, resolutions = { 28 },
     first_conv = { width = { 8, 16 }, stride = 2 },
     stages = {
-      { width = { 8, 16 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 1 }, stride = 1, se = false },
+      { width = { 8, 16 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 1 }, stride = 1,
+        se = false },
       { width = { 16, 24 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 4, 5, 6 }, stride = 2,
         se = false },
       { width = { 24, 32 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 4, 5, 6 }, stride = 2,
@@ -91,8 +92,10 @@ R.spaces = {
     in_channels = 1, classes = 10, resolutions = { 8 },
     first_conv = { width = { 4, 8 }, stride = 1 },
     stages = {
-      { width = { 4, 8 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 1 }, stride = 1, se = false },
-      { width = { 8, 16 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 4, 6 }, stride = 2, se = true },
+      { width = { 4, 8 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 1 }, stride = 1,
+        se = false },
+      { width = { 8, 16 }, depth = { 1, 2 }, kernel = { 3, 5 }, expand = { 4, 6 }, stride = 2,
+        se = true },
     },
     last_conv = { width = { 16, 32 } },
     act = "swish", v3_head = true,

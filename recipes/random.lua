@@ -16,7 +16,7 @@
 --
 --   nasrt recipes/random.lua --score=table            # NAS-Bench-201 benchmark mode
 --   nasrt recipes/random.lua                          # NB201 supernet on Fashion-MNIST
---   nasrt recipes/random.lua --space=spos --flops_limit=3.3 --n=1050   # SPOS' baseline
+--   nasrt recipes/random.lua --space=spos --flops_limit=2.4 --n=1050   # SPOS' equal-budget baseline
 --
 -- Writes config.json, log.jsonl (every evaluation), checkpoint.nrck,
 -- arch.json / arch.txt (the NB201 arch string or the block names).

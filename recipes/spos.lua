@@ -143,10 +143,11 @@ function R.run(cfg, run)
     crossover = cfg.crossover, m_prob = cfg.m_prob, epochs = cfg.evo_epochs,
   }
   evo = ses:search("search", evo, cfg.evo_epochs, function(s, epoch, top, p)
+    local arch, best = s:best()          -- top is the parents' list this generation bred from
     run:log { event = "search", generation = epoch, evaluations = s:evaluations(),
-      best_score = top[1].score, best_arch = top[1].arch, top = top }
+      best_score = best, best_arch = arch, top = top }
     p:line(("generation %d/%d  best val acc %.4f  (%d candidates scored)"):format(epoch,
-      cfg.evo_epochs, top[1].score, s:evaluations()))
+      cfg.evo_epochs, best, s:evaluations()))
   end)
   if not evo then return ses:interrupted() end
   local best, acc, extra = evo:best()
@@ -161,7 +162,8 @@ function R.run(cfg, run)
     flops_limit = limit < math.huge and limit or nil, evaluations = evo:evaluations(),
     method = "spos" })
   run:log { event = "result", arch = best, val_acc = acc, mflops = rec.mflops, params = rec.params }
-  say(cfg, "spos: best path %s\n  %.2f MFLOPs, %d params, supernet val acc %.4f (%d candidates) -> %s",
+  say(cfg, "spos: best path %s\n  %.2f MFLOPs, %d params, supernet val acc %.4f " ..
+    "(%d candidates) -> %s",
     rec.text, rec.mflops, rec.params, acc, evo:evaluations(), run:path("arch.json"))
   return { arch = best, score = acc, mflops = rec.mflops, flops_limit = limit,
            losses = ses.state.losses, ranking = rk or nil, dir = run.dir }

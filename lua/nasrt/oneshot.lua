@@ -407,7 +407,8 @@ function M.sgd(net, o)
   local groups = {}
   if #decay > 0 then groups[#groups + 1] = { params = decay, weight_decay = o.weight_decay } end
   if #rest > 0 then groups[#groups + 1] = { params = rest, weight_decay = 0 } end
-  return optim.SGD(groups, { lr = o.lr, momentum = o.momentum or 0.9, nesterov = o.nesterov or false })
+  return optim.SGD(groups, { lr = o.lr, momentum = o.momentum or 0.9,
+                             nesterov = o.nesterov or false })
 end
 
 --- Learning-rate schedules in closed form, t = 0-based step (so a resumed
@@ -597,9 +598,12 @@ function M.session(run, cfg, parts)
   local self = setmetatable({ run = run, cfg = cfg, net = parts.net, opt = parts.opt,
     loader = parts.loader, samplers = parts.samplers or {}, size = cfg.input_size,
     last_save = nasrt.clock() }, Session)
-  self.state = { version = CKPT_VERSION, step = 0, unit = 0, phases = {}, losses = {},
-    epoch_sum = { loss = 0, acc = 0, n = 0 }, last_epoch = 0, cache = {}, searches = {},
-    extra = parts.extra or {} }
+  -- phase: the one running; phases: those finished; step: training steps
+  -- done; unit: units of work done (training steps, search steps, ranking
+  -- paths); last_epoch: training epochs completed
+  self.state = { version = CKPT_VERSION, phase = "setup", step = 0, unit = 0, phases = {},
+    losses = {}, epoch_sum = { loss = 0, acc = 0, n = 0 }, last_epoch = 0, cache = {},
+    searches = {}, extra = parts.extra or {} }
   if run.resumed then
     local ck = run:load()
     if ck then self:_restore(ck) end
@@ -709,6 +713,7 @@ function Session:train(opts)
   if self:done("train") then return true end
   local total = opts.steps
   local len = #self.loader
+  st.phase = "train"
   local p = self.run:progress(total, { start = st.step })
   local next_batch = function() return self:batch() end
   self.net:train()
@@ -790,6 +795,7 @@ function Session:search(name, searcher, total, on_step)
   local rec = st.searches[name]
   if rec then searcher:set_state(rec.state) end
   if self:done(name) then return searcher end
+  st.phase = name
   rec = rec or { steps = 0 }
   local p = self.run:progress(total, { start = rec.steps })
   while not searcher:done() do
@@ -825,6 +831,7 @@ function Session:ranking(S, D, score_fn)
   local N = cfg.ranking or 0
   if N <= 0 then return false end
   if self:done("ranking") then return st.ranking end
+  st.phase = "ranking"
   local R = st.ranking
   if not R then
     -- distinct paths from their own generator (a pure function of the seed)
@@ -1068,8 +1075,8 @@ function M.baseline_recipe(spec)
 end
 
 --- FLOPs quantiles of `n` uniform archs of the space (in MFLOPs), drawn
--- with their own generator: q(p) for p in [0, 1], and the exact extremes
--- when the space has a per-layer table (chains).
+-- with their own generator (a pure function of seed): q(p) for p in
+-- [0, 1] (q(0), q(1): the smallest and largest of the sample).
 function M.flops_quantiles(S, n, seed)
   local smp = nasrt.sampler.uniform { choices = S.choices, seed = seed }
   local fs = {}

@@ -21,6 +21,9 @@ Usage (plain Lua 5.4, from anywhere):
                 apart from the next process's (thread placement, page luck)
   --nasrt PATH  the nasrt host (default <repo>/build/nasrt)
   --python PATH the interpreter with torch (default /usr/bin/python3)
+  --torch_default_malloc  run torch_ops.py with --default_malloc (by default
+                it keeps freed buffers in the process, like nasrt's allocator,
+                so its times measure the conv rather than page faults)
   --max_interference C, --retries R
                 both peers' thread pools spin and barrier, so other busy
                 processes on the 2 cores distort their times badly (PyTorch's
@@ -57,12 +60,12 @@ do
     if k == "help" then
       io.write("usage: lua5.4 bench/compare_ops.lua [--threads N] [--scaling] [--reps R] [--budget S]\n"
         .. "       [--filter a,b] [--nasrt PATH] [--python PATH] [--max_interference C] [--retries R]\n"
-        .. "       [--wait S] [--deadline S] [--rounds K]\n"
+        .. "       [--wait S] [--deadline S] [--rounds K] [--torch_default_malloc]\n"
         .. "       (see the file's header)\n")
       os.exit(0)
     end
-    if k == "scaling" then
-      opt.scaling = true
+    if k == "scaling" or k == "torch_default_malloc" then
+      opt[k] = true
     elseif opt[k] ~= nil or k == "reps" or k == "budget" or k == "filter" then
       if not v then i = i + 1; v = a[i] end
       if not v then usage("--" .. k .. " needs a value") end
@@ -93,6 +96,7 @@ local function run(which, threads, filter)
     cmd = sh(opt.nasrt) .. " " .. sh(here .. "/ops.lua") .. flags
   else
     cmd = sh(opt.python) .. " " .. sh(here .. "/torch_ops.py") .. flags
+    if opt.torch_default_malloc then cmd = cmd .. " --default_malloc" end
   end
   local f = assert(io.popen(cmd .. " 2>&1"))
   local rows, order = {}, {}
@@ -305,4 +309,4 @@ if max_intf_seen > opt.max_interference then
 end
 print(("compare_ops threads %d shapes %d geomean_fwd_ratio %.3f geomean_fwdbwd_ratio %.3f slower_fwdbwd %d "
   .. "wall_s %d waited_s %d max_interference %.2f")
-  :format(opt.threads, nshapes, gf, gfb, nslow, os.time() - t_start, waited, max_intf_seen))
+  :format(opt.threads, nshapes, gf, gfb, nslow, os.time() - t_start, math.floor(waited), max_intf_seen))

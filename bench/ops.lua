@@ -10,11 +10,14 @@ NAS-Bench-201 search network uses: 1x1 and 3x3 dense convs, depthwise 3x3 and
 
 Usage:
   ./build/nasrt bench/ops.lua [--threads N] [--reps R] [--warmup W]
-                              [--budget S] [--filter a,b] [--json] [--list]
+                              [--warmup_s S] [--budget S] [--filter a,b] [--json] [--list]
   --threads N   intra-op threads (default 2)
   --reps R      max timed repetitions per measurement (default 20); fewer
                 (but at least 3) are run when R reps would exceed --budget
-  --warmup W    untimed forward+backward passes first (default 2)
+  --warmup W    untimed forward+backward passes first (default 2), and
+  --warmup_s S  at least S seconds of them (default 0.2): with less, the
+                second core may still be idle (its vCPU halted, the pool
+                worker asleep) and the small shapes time at 1-thread speed
   --budget S    seconds per measurement that cap the reps (default 1.0)
   --filter F    only shapes whose name contains one of the comma-separated
                 substrings of F
@@ -38,11 +41,11 @@ local F = nasrt.F
 local function usage(msg)
   if msg then io.stderr:write("ops.lua: ", msg, "\n") end
   io.stderr:write("usage: nasrt bench/ops.lua [--threads N] [--reps R] [--warmup W] "
-    .. "[--budget S] [--filter a,b] [--json] [--list]\n")
+    .. "[--warmup_s S] [--budget S] [--filter a,b] [--json] [--list]\n")
   os.exit(msg and 2 or 0)
 end
 
-local opt = { threads = 2, reps = 20, warmup = 2, budget = 1.0, filter = nil, json = false, list = false }
+local opt = { threads = 2, reps = 20, warmup = 2, warmup_s = 0.2, budget = 1.0, filter = nil, json = false, list = false }
 do
   local args = arg or {}
   local i = 1
@@ -54,14 +57,15 @@ do
     if k == "help" or k == "h" then usage() end
     if k == "json" or k == "list" then
       opt[k] = true
-    elseif k == "threads" or k == "reps" or k == "warmup" or k == "budget" or k == "filter" then
+    elseif k == "threads" or k == "reps" or k == "warmup" or k == "warmup_s" or k == "budget"
+        or k == "filter" then
       if not v then i = i + 1; v = args[i] end
       if v == nil then usage("--" .. k .. " needs a value") end
       if k == "filter" then
         opt.filter = v
       else
         local n = tonumber(v)
-        if not n or n < 0 or (k ~= "budget" and n ~= math.floor(n)) then
+        if not n or n < 0 or (k ~= "budget" and k ~= "warmup_s" and n ~= math.floor(n)) then
           usage("--" .. k .. " wants a number, got '" .. v .. "'")
         end
         opt[k] = n
@@ -182,11 +186,12 @@ local function bench_shape(s)
   end
 
   -- warm up (and estimate the cost of one forward+backward)
-  local est = 0
-  for _ = 1, math.max(opt.warmup, 1) do
+  local est, n, tw = 0, 0, clock()
+  repeat
     reset()
     local t0 = clock(); fwdbwd(); est = clock() - t0
-  end
+    n = n + 1
+  until n >= math.max(opt.warmup, 1) and clock() - tw >= opt.warmup_s
   local function nreps(t)
     return math.max(3, math.min(opt.reps, math.floor(opt.budget / math.max(t, 1e-6))))
   end

@@ -9,7 +9,8 @@ Run with Debian's interpreter: /usr/bin/python3 bench/torch_ops.py [flags]
   --threads N   torch.set_num_threads(N) (default 2)
   --reps R      max timed repetitions per measurement (default 20); fewer
                 (but at least 3) are run when R reps would exceed --budget
-  --warmup W    untimed forward+backward passes first (default 2)
+  --warmup W    untimed forward+backward passes first (default 2), and
+  --warmup_s S  at least S seconds of them (default 0.2), as in ops.lua
   --budget S    seconds per measurement that cap the reps (default 1.0)
   --filter F    only shapes whose name contains one of the comma-separated
                 substrings of F
@@ -99,10 +100,11 @@ def bench_shape(s, opt):
         x.grad = None
         w.grad = None
 
-    est = 0.0
-    for _ in range(max(opt.warmup, 1)):
+    est, n, tw = 0.0, 0, time.perf_counter()
+    while n < max(opt.warmup, 1) or time.perf_counter() - tw < opt.warmup_s:
         reset()
         t0 = time.perf_counter(); fwdbwd(); est = time.perf_counter() - t0
+        n += 1
 
     def nreps(t):
         return max(3, min(opt.reps, int(opt.budget / max(t, 1e-6))))
@@ -132,6 +134,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup_s", type=float, default=0.2)
     ap.add_argument("--budget", type=float, default=1.0)
     ap.add_argument("--filter", default=None)
     ap.add_argument("--json", action="store_true")

@@ -65,6 +65,7 @@ static void print_usage(const char *badoption) {
 static void print_help(void) {
     printf("%s\n"
            "usage: nasrt [options] [script [args]]\n"
+           "       nasrt plot RUNDIR [--out DIR]   charts of a run directory (SVG, PNG)\n"
            "Runs Lua 5.4 with the nasrt library loaded as the global 'nasrt'.\n"
            "\n"
            "Options:\n"
@@ -251,6 +252,31 @@ static int handle_script(lua_State *L, char **argv) {
         }
     }
     if (status == LUA_OK) lua_settop(L, top);
+    return report(L, status);
+}
+
+/* `nasrt plot RUNDIR ...`: a subcommand is the main(arg) of a Lua module
+   (nasrt.plot); arg[1..] are the words after the subcommand.  A file of
+   that name in the current directory is run as a script instead. */
+static const char *const subcommands[][2] = {{"plot", "nasrt.plot"}, {NULL, NULL}};
+
+static const char *subcommand_module(const char *word) {
+    for (int i = 0; subcommands[i][0]; i++)
+        if (strcmp(word, subcommands[i][0]) == 0 && access(word, F_OK) != 0)
+            return subcommands[i][1];
+    return NULL;
+}
+
+static int handle_subcommand(lua_State *L, const char *module) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, module);
+    int status = docall(L, 1, 1);
+    if (status == LUA_OK) {
+        lua_getfield(L, -1, "main");
+        lua_remove(L, -2);
+        lua_getglobal(L, "arg");
+        status = docall(L, 1, 0);
+    }
     return report(L, status);
 }
 
@@ -828,7 +854,12 @@ static int pmain(lua_State *L) {
     lua_gc(L, LUA_GCRESTART);
     if (!open_nasrt(L)) return 0;
     if (!runargs(L, argv, script)) return 0;
-    if (script < argc && handle_script(L, argv + script) != LUA_OK) return 0;
+    if (script < argc) {
+        const char *module = subcommand_module(argv[script]);
+        if (module ? handle_subcommand(L, module) != LUA_OK
+                   : handle_script(L, argv + script) != LUA_OK)
+            return 0;
+    }
     int failures = 0;
     if ((args & HAS_I) || (script == argc && !(args & (HAS_E | HAS_V)))) {
         if (stdin_is_tty()) {

@@ -25,4 +25,16 @@ nasrt.dist = nasrt.dist or {
   size = function() return 1 end,
 }
 
+-- Modules that need the whole library load on first use: nasrt.recipe
+-- (run directories, options), nasrt.run (reading a run directory back),
+-- nasrt.plot (SVG charts).
+local lazy = { recipe = "nasrt.recipe", run = "nasrt.run", plot = "nasrt.plot" }
+setmetatable(nasrt, { __index = function(t, k)
+  local name = lazy[k]
+  if not name then return nil end
+  local mod = require(name)
+  rawset(t, k, mod)
+  return mod
+end })
+
 return nasrt

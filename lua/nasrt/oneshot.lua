@@ -930,9 +930,14 @@ M.options.baseline = {
 }
 
 local function table_score(bench_db, dataset)
+  local cost_ds = dataset == "imagenet16" and "ImageNet16-120" or dataset
   return function(arch)
-    local r = bench_db:query(bench.nb201_decode(arch))[dataset]
-    return r.val12, { test = r.test, test12 = r.test12 }
+    local s = bench.nb201_decode(arch)
+    local r = bench_db:query(s)[dataset]
+    -- FLOPs (M) of the benchmark's network, so `nasrt plot` can draw
+    -- accuracy vs FLOPs: the table's where it has them, else counted
+    local mflops = r.flops or supernet.nb201_cost(s, { dataset = cost_ds }).flops
+    return r.val12, { test = r.test, test12 = r.test12, mflops = mflops }
   end
 end
 

@@ -979,7 +979,8 @@ local function arch_weights(r, put, notes)
   local snaps = r:snapshots()
   if #snaps == 0 then return end
   local last = snaps[#snaps]
-  local at = last.epoch and ("epoch %s"):format(last.epoch) or ("step %s"):format(last.step)
+  -- "step N": recipes count epochs from 0 or from 1, steps always from 1
+  local at = last.step and ("step %s"):format(last.step) or ("epoch %s"):format(last.epoch)
   for _, m in ipairs(last.maps) do
     -- colours span the data's range (softmax weights near 1/#ops would
     -- otherwise all look alike); the values are printed in the cells

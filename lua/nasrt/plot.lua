@@ -1000,7 +1000,9 @@ local function arch_weights(r, put, notes)
   end
   local use_epoch = snaps[1].epoch ~= nil
   for mi, m in ipairs(last.maps) do
-    local panels = {}
+    local panels, thick = {}, {}
+    -- the op the found architecture kept on an edge is drawn thicker
+    for row, cs in pairs(marks_for(r, m) or {}) do thick[row] = next(cs) end
     for row = 1, #m.rows do
       local series = {}
       for c = 1, #m.cols do
@@ -1017,9 +1019,9 @@ local function arch_weights(r, put, notes)
       panels[row] = { title = m.rows[row], series = series }
     end
     put(m.name .. "_history.svg", M.small_multiples { title = ("%s over the search"):format(m.title),
-      panels = panels, cols = #panels > 8 and 5 or 3,
+      panels = panels, cols = #panels > 8 and 5 or 3, highlight = thick,
       xlabel = use_epoch and "epoch" or "step", ylabel = m.kind == "attention" and "share" or "weight" },
-      m.title .. " per edge over time")
+      m.title .. " per edge over time (thick: the op kept)")
   end
 end
 

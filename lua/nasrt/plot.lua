@@ -1142,7 +1142,7 @@ local function cells(r, outdir, put_file, notes)
     elseif type(a.config) == "table" and a.config.width then       -- elastic subnet
       local c, names = a.config, {}
       for s = 1, #(c.depth or {}) do
-        names[#names + 1] = ("stage %d: width %s, depth %s, k%s, e%s"):format(s, tostring(c.width[s + 1]),
+        names[#names + 1] = ("width %s, depth %s, k%s, e%s"):format(tostring(c.width[s + 1]),
           tostring(c.depth[s]), tostring(c.kernel[s]), tostring(c.expand[s]))
       end
       made[#made + 1] = { "subnet", chain_dot(names) }

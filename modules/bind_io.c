@@ -59,13 +59,21 @@ half a file.
 @function io.save_npy
 @tparam string path
 @tparam tensor t
+@tparam[opt] table opts {sync=true}: fsync the file before the rename
+  (false when writing many files, e.g. a model's weights)
 @treturn true
 @return nil, message when the file cannot be written
 */
 static int io_save_npy(lua_State *L) {
+    static const char *const allowed[] = {"sync", NULL};
     const char *path = checkpath(L, 1, "save_npy");
     nr_tensor *t = checktensor(L, 2, "save_npy");
-    nr_status st = nr_npy_save(path, t);
+    int sync = 1;
+    if (!lua_isnoneornil(L, 3)) {
+        nrL_checkopts(L, 3, "save_npy", allowed);
+        sync = nrL_optbool_field(L, 3, "sync", 1, "save_npy");
+    }
+    nr_status st = nr_npy_save_flags(path, t, sync ? NR_NPY_SYNC : 0u);
     if (st != NR_OK) return io_fail(L, st);
     lua_pushboolean(L, 1);
     return 1;

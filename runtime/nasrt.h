@@ -320,6 +320,11 @@ NR_API nr_status nr_attn_sum(nr_tensor **out, int n, nr_tensor *const *xs,
 /* ------------------------------------------------------------------ I/O */
 NR_API nr_status nr_npy_load(nr_tensor **out, const char *path);
 NR_API nr_status nr_npy_save(const char *path, const nr_tensor *t);
+/* nr_npy_save with flags: NR_NPY_SYNC fsyncs the file before the rename
+   (nr_npy_save always does); without it a folder of many files (a model's
+   weights) is written without waiting for the disk each time. */
+#define NR_NPY_SYNC 1u
+NR_API nr_status nr_npy_save_flags(const char *path, const nr_tensor *t, unsigned flags);
 
 /* helpers for op implementers (runtime/ops_util.c) */
 /* Retained contiguous version of a (a itself if already contiguous; else a

@@ -459,6 +459,10 @@ static int write_npy(FILE *f, const nr_tensor *t) {
 }
 
 nr_status nr_npy_save(const char *path, const nr_tensor *t) {
+    return nr_npy_save_flags(path, t, NR_NPY_SYNC);
+}
+
+nr_status nr_npy_save_flags(const char *path, const nr_tensor *t, unsigned flags) {
     if (!path) return nr_seterror(NR_EUSAGE, "save_npy: path is NULL");
     if (!t) return nr_seterror(NR_EUSAGE, "save_npy: tensor is NULL");
     size_t plen = strlen(path);
@@ -475,7 +479,8 @@ nr_status nr_npy_save(const char *path, const nr_tensor *t) {
     int ok = write_npy(f, t);
     int err = errno;
     if (ok && fflush(f) != 0) { ok = 0; err = errno; }
-    if (ok && fsync(fileno(f)) != 0 && errno != EINVAL && errno != EROFS) {
+    if (ok && (flags & NR_NPY_SYNC) && fsync(fileno(f)) != 0 && errno != EINVAL &&
+        errno != EROFS) {
         ok = 0;
         err = errno;
     }

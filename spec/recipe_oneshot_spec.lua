@@ -330,6 +330,35 @@ describe("recipes/random and recipes/rea", function()
     assert.equal(100, #events(dir, "search"))
   end)
 
+  it("--bench nb201 runs against the table and --budget stops on the simulated time", function()
+    local argv_cfg = recipe.parse(REA, { "--bench", "nb201", "--budget=3000", "--cycles=100000" })
+    assert.equal("nb201", argv_cfg.bench)
+    local dir = tmpdir("rea-budget")
+    local res = recipe.run(REA, merged(argv_cfg, { out = dir, quiet = true }))
+    check_table_pick(res, dir)
+    -- the time of every evaluation is logged: under the budget before the
+    -- last one, over it after
+    local ev, spent = events(dir, "eval"), 0
+    local searches = events(dir, "search")
+    assert.equal(res.evaluations, #searches)
+    for k, e in ipairs(searches) do
+      local q = bench.nb201():query(bench.nb201_decode(e.arch))
+      local t = 12 * q.cifar10.epoch_time
+      if k == #searches then assert.is_true(spent < 3000) end
+      spent = spent + t
+      assert.is_true(math.abs(e.sim_time - spent) < 1e-6)
+    end
+    assert.is_true(spent >= 3000)
+    assert.is_true(math.abs(res.sim_time - spent) < 1e-6)
+    assert.is_true(#ev <= #searches)                    -- repeats come from the cache
+    local a = read_json(dir .. "/arch.json")
+    assert.equal(3000, a.budget)
+    local bad = recipe.parse(RND, { "--bench=nb301" })
+    local ok, err = pcall(recipe.run, RND, merged(bad, { out = tmpdir("bad-bench"), quiet = true }))
+    assert.is_false(ok)
+    assert.matches("--bench must be nb201", tostring(err), 1, true)
+  end)
+
   it("REA in table mode resumes bit for bit", function()
     local cfg = { score = "table", quiet = true, ckpt_every = 7 }
     local full = recipe.run(REA, merged(cfg, { out = tmpdir("rea-full") }))

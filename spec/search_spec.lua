@@ -488,6 +488,38 @@ describe("nasrt.search.rea and random", function()
     end
   end)
 
+  it("random search stops on a cost budget and resumes its spending", function()
+    local cost = function(a) return a[1] end           -- 1..4 per evaluation
+    local rs = search.random{choices = P.choices, seed = 3, score = P.score, n = 1000, budget = 50,
+                             cost = cost}
+    local _, _, hist = rs:run()
+    local spent = 0
+    for k, r in ipairs(hist) do
+      if k == #hist then assert.is_true(spent < 50) end  -- under budget before the last one
+      spent = spent + r.arch[1]
+    end
+    assert.is_true(spent >= 50)
+    assert.are.equal(spent, rs.spent)
+    -- resume mid-way: the same evaluations and the same spending
+    local d = search.random{choices = P.choices, seed = 3, score = P.score, n = 1000, budget = 50, cost = cost}
+    for _ = 1, 5 do d:step() end
+    local e = search.random{choices = P.choices, seed = 9, score = P.score, n = 1000, budget = 50, cost = cost}
+    e:set_state(roundtrip(d:state()))
+    local _, _, h2 = e:run()
+    assert.are.same(keys(hist), keys(h2))
+    assert.are.equal(rs.spent, e.spent)
+    -- a state saved before random search had a budget (no 'spent') loads
+    local old = d:state()
+    old.spent = nil
+    local f = search.random{choices = P.choices, seed = 3, score = P.score, n = 20}
+    f:set_state(old)
+    assert.are.equal(0, f.spent)
+    assert.are.equal(5, f:evaluations())
+    local ok, err = pcall(search.random, {choices = P.choices, score = P.score, budget = 5})
+    assert.is_false(ok)
+    assert.matches("search.random: option 'budget' needs option 'cost'", err, 1, true)
+  end)
+
   it("random search draws n legal archs; dedup skips repeats", function()
     local legal = function(a) return a[1] ~= 4 end
     local rs = search.random{choices = P.choices, seed = 2, score = P.score, n = 50, constraint = legal}

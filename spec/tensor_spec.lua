@@ -152,6 +152,16 @@ describe("nasrt.Tensor", function()
     local v, msg = nasrt.io.load_npy(path)
     assert.is_nil(v)
     assert.matches(path, msg, 1, true)
+    -- {sync = false} skips the fsync, not a byte
+    local p2 = os.tmpname() .. ".npy"
+    assert.is_true(nasrt.io.save_npy(path, t, {sync = true}))
+    assert.is_true(nasrt.io.save_npy(p2, t, {sync = false}))
+    local f1, f2 = assert(io.open(path, "rb")), assert(io.open(p2, "rb"))
+    assert.are.equal(f1:read("a"), f2:read("a"))
+    f1:close() f2:close()
+    os.remove(path) os.remove(p2)
+    assert.has_error(function() nasrt.io.save_npy(path, t, {synk = false}) end,
+      "save_npy: unknown option 'synk' (expected one of: sync)")
   end)
 
   it("prints like PyTorch", function()

@@ -18,6 +18,7 @@ nasrt.blocks = require "nasrt.blocks"
 nasrt.bench = require "nasrt.bench"
 nasrt.search = require "nasrt.search"
 nasrt.supernet = require "nasrt.supernet"
+nasrt.interop = require "nasrt.interop"
 
 --- Distributed helpers; a single process is rank 0 of 1 (issue 9 adds MPI).
 nasrt.dist = nasrt.dist or {

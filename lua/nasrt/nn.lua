@@ -460,6 +460,24 @@ function Module:load_state_dict(sd, strict)
   return { missing_keys = missing, unexpected_keys = unexpected }
 end
 
+--- Writes the state_dict as one numpy `.npy` file per tensor, named by
+-- its path (`features.1.weight.npy`), plus manifest.json (see nasrt.interop).
+-- @tparam string dir folder (created when missing)
+-- @treturn table the manifest, or nil, message when a file cannot be written
+function Module:export_npy(dir)
+  return require("nasrt.interop").export_npy(self, dir)
+end
+
+--- Loads weights written by export_npy (or a folder of `<key>.npy` files)
+-- through load_state_dict.
+-- @tparam string dir
+-- @tparam[opt=true] boolean strict
+-- @treturn table {missing_keys=, unexpected_keys=}, or nil, message when a
+--   file cannot be read
+function Module:import_npy(dir, strict)
+  return require("nasrt.interop").import_npy(self, dir, strict)
+end
+
 -- ------------------------------------------------------------ printing
 
 --- One-line description of the module's own settings (PyTorch's extra_repr).

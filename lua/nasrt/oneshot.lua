@@ -921,7 +921,9 @@ end
 M.options.baseline = {
   { "space", "nb201", "search space: nb201 (the NAS-Bench-201 cell) | spos | fairnas" },
   { "score", "supernet", "supernet (BN-recalibrated accuracy) | table (nb201: 12-epoch table)" },
+  { "bench", "", "nb201 = run against the NAS-Bench-201 table (same as --score=table)" },
   { "bench_dataset", "cifar10", "table scores: cifar10 | cifar100 | imagenet16" },
+  { "budget", 0.0, "table: also stop at this simulated training time (s; AutoDL NB201: 12000), 0 = off" },
   { "steps", 600, "brief supernet training steps before the search (supernet scores)" },
   { "batch_size", 64, "supernet training batch" },
   { "lr", 0.03, "supernet SGD learning rate (cosine schedule)" },
@@ -929,25 +931,29 @@ M.options.baseline = {
   { "flops_limit", -1.0, "spos/fairnas: MFLOPs limit of the candidates, -1 = none" },
 }
 
-local function table_score(bench_db, dataset)
-  local cost_ds = dataset == "imagenet16" and "ImageNet16-120" or dataset
+-- Table scores: the 12-epoch validation accuracy; extra carries the
+-- 200-epoch test accuracy, the simulated 12-epoch training time and the
+-- benchmark network's FLOPs (M), so `nasrt plot` can draw accuracy vs FLOPs.
+local function table_score(E, bench_db, dataset)
   return function(arch)
-    local s = bench.nb201_decode(arch)
-    local r = bench_db:query(s)[dataset]
-    -- FLOPs (M) of the benchmark's network, so `nasrt plot` can draw
-    -- accuracy vs FLOPs: the table's where it has them, else counted
-    local mflops = r.flops or supernet.nb201_cost(s, { dataset = cost_ds }).flops
-    return r.val12, { test = r.test, test12 = r.test12, mflops = mflops }
+    local s, x = E.score(arch)
+    local _, mflops = bench_db:cost(x.index, dataset)
+    return s, { test = x.report, test12 = bench_db:acc(x.index, dataset, "test12"), time = x.time,
+                index = x.index, mflops = mflops }
   end
 end
 
 --- A baseline recipe (random search, REA) over any space, from
 -- spec = {name=, description=, options= (its own rows), total(cfg) ->
 -- search steps, make(cfg, choices, score, constraint) -> nasrt.search
--- searcher}.  With --space=nb201 --score=table the candidates are scored
+-- searcher; make gets a 5th argument {budget=, cost=} in table mode, to
+-- pass to the searcher).  With --bench=nb201 (or --space=nb201
+-- --score=table) the candidates are scored
 -- by NAS-Bench-201's 12-epoch validation accuracy (no training: the
 -- benchmark mode of AutoDL's scripts) and the pick's 200-epoch test
--- accuracy is reported; otherwise a supernet of the space is trained
+-- accuracy is reported, each evaluation charging the cell's simulated
+-- 12-epoch training time (nasrt.bench's epoch_time; --budget stops on
+-- it, as AutoDL's time_budget); otherwise a supernet of the space is trained
 -- briefly with its own rule (uniform single path for spos and nb201 --
 -- RSPS --, strict fairness for fairnas) and candidates are scored by
 -- BN-recalibrated validation accuracy.
@@ -957,6 +963,12 @@ function M.baseline_recipe(spec)
   R.defaults = M.defaults(spec.options, "baseline", "spos", "fairnas", "nb201", "data", "run")
 
   function R.run(cfg, run)
+    if cfg.bench ~= "" then
+      if cfg.bench ~= "nb201" then
+        error(("%s: --bench must be nb201 (the only tabulated space), got %s"):format(R.name, cfg.bench), 0)
+      end
+      cfg.score, cfg.space = "table", "nb201"
+    end
     local kinds = { nb201 = true, spos = true, fairnas = true }
     if not kinds[cfg.space] then
       error(("%s: --space must be nb201, spos or fairnas, got %s"):format(R.name, cfg.space), 0)
@@ -969,7 +981,7 @@ function M.baseline_recipe(spec)
     end
     local say = function(fmt, ...) if not cfg.quiet then print(fmt:format(...)) end end
     M.setup(cfg)
-    local ses, S, D, score, constraint
+    local ses, S, D, score, constraint, limits
     local tabled = cfg.score == "table"
     if tabled then
       local db, err = bench.nb201()
@@ -980,7 +992,11 @@ function M.baseline_recipe(spec)
       end
       S = { kind = "nb201", choices = copy(bench.NB201_CHOICES) }
       ses = M.session(run, cfg, {})
-      score = ses:scorer(table_score(db, ds), "search")
+      local E = db:evaluator { dataset = ds }
+      score = ses:scorer(table_score(E, db, ds), "search")
+      if cfg.budget < 0 then error(("%s: --budget must be >= 0"):format(R.name), 0) end
+      limits = { cost = function(_, _, extra) return extra.time end,
+                 budget = cfg.budget > 0 and cfg.budget or nil }
       if not ses.resumed then
         run:log { event = "setup", space = "nb201", score = "table", dataset = ds }
         say("%s: NAS-Bench-201 cell (15625 archs), scored by the 12-epoch %s validation " ..
@@ -1032,11 +1048,11 @@ function M.baseline_recipe(spec)
     end
 
     local total = spec.total(cfg)
-    local searcher = spec.make(cfg, S.choices, score, constraint)
+    local searcher = spec.make(cfg, S.choices, score, constraint, limits or {})
     searcher = ses:search("search", searcher, total, function(s, arch, sc, p)
       local best, bs = s:best()
       run:log { event = "search", evaluation = s:evaluations(), arch = arch, score = sc,
-        best_score = bs, best_arch = best }
+        best_score = bs, best_arch = best, sim_time = tabled and s.spent or nil }
       if s:evaluations() % math.max(1, total // 10) == 0 or s:done() then
         p:line(("%d/%d evaluated  best %s %.4f"):format(s:evaluations(), total,
           tabled and "val12" or "val acc", bs))
@@ -1051,14 +1067,15 @@ function M.baseline_recipe(spec)
     if tabled then
       local s = bench.nb201_decode(best)
       info.dataset, info.val12, info.test = cfg.bench_dataset, bs, extra.test
+      info.sim_time, info.budget = searcher.spent, limits.budget
       rec = { type = "nb201", genes = best, arch = s, space = "nb201", arch_string = s, text = s,
               choices = S.choices }
       for k, v in pairs(info) do rec[k] = v end
       run:write_json("arch.json", rec)
       run:write_text("arch.txt", s .. "\n")
-      say("%s: %s\n  12-epoch %s val %.2f%%, 200-epoch test %.2f%% (%d evaluations) -> %s",
-        R.name, s, cfg.bench_dataset, bs, extra.test, searcher:evaluations(),
-        run:path("arch.json"))
+      say("%s: %s\n  12-epoch %s val %.2f%%, 200-epoch test %.2f%% (%d evaluations, %.0f s " ..
+        "simulated training) -> %s", R.name, s, cfg.bench_dataset, bs, extra.test,
+        searcher:evaluations(), searcher.spent, run:path("arch.json"))
     else
       if S.kind == "nb201" then
         local db = bench.nb201()
@@ -1072,7 +1089,8 @@ function M.baseline_recipe(spec)
         run:path("arch.json"))
     end
     run:log { event = "result", arch = best, score = bs, test = info.test }
-    return { arch = best, score = bs, test = info.test, arch_string = rec.arch_string,
+    return { arch = best, score = bs, test = info.test, sim_time = info.sim_time,
+             evaluations = searcher:evaluations(), arch_string = rec.arch_string,
              text = rec.text, mflops = rec.mflops, losses = ses.state.losses, dir = run.dir }
   end
 

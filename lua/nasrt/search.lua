@@ -650,22 +650,32 @@ Random.__index = Random
 
 --- Random search (reference §4.3; AutoDL `random_wo_share.py`): `n` uniform
 -- archs (filtered by `constraint` when given), each scored; the best wins.
+-- Stops after `n` evaluations or, with `budget`, once the summed `cost`
+-- reaches it (AutoDL's simulated time; the evaluation that crosses it
+-- still counts).
 -- @tparam table opts `choices`, `score`, `n`=100, `seed` or `sampler`,
 --   `constraint`, `tries`=1000 (draws per legal arch), `dedup`=false (skip
 --   archs already scored; they then cost a draw, not an evaluation),
+--   `budget` number and `cost` function(arch, score, extra) -> number,
 --   `random` function(rng) -> arch.
 -- @treturn Searcher `:step()` -> arch, score; `:run()` -> best arch, best
 --   score, history (every evaluation in order)
 function M.random(opts)
   local fn = "search.random"
   check_opts(fn, opts, {"choices", "score", "n", "seed", "sampler", "constraint", "tries",
-                        "dedup", "random"})
-  local self = new_searcher(Random, "random", fn, opts, {evals = "table"})
+                        "dedup", "budget", "cost", "random"})
+  local self = new_searcher(Random, "random", fn, opts, {evals = "table", spent = "number"})
   self.score = opt_fun(fn, opts, "score", true)
   self.constraint = opt_fun(fn, opts, "constraint")
+  self.cost = opt_fun(fn, opts, "cost")
   self.tries = opt_int(fn, opts, "tries", 1000, 1)
   self.n = opt_int(fn, opts, "n", 100, 0)
+  self.budget = opt_num(fn, opts, "budget", nil, 0)
+  if self.budget and not self.cost then
+    error(fn .. ": option 'budget' needs option 'cost' (function(arch, score, extra) -> number)", 2)
+  end
   self.dedup = opts.dedup == true
+  self.spent = 0
   self:_rebuild()
   return self
 end
@@ -675,7 +685,18 @@ function Random:_rebuild()
   for _, r in ipairs(self.evals) do self.seen[keyof(r.arch)] = true end
 end
 
-function Random:done() return #self.evals >= self.n end
+-- States saved before random search had a budget lack `spent`.
+function Random:set_state(st)
+  if type(st) == "table" and st.kind == "random" and st.spent == nil then
+    st = copy(st)
+    st.spent = 0
+  end
+  return Base.set_state(self, st)
+end
+
+function Random:done()
+  return #self.evals >= self.n or (self.budget ~= nil and self.spent >= self.budget)
+end
 
 function Random:step()
   if self:done() then return nil end
@@ -695,6 +716,7 @@ function Random:step()
   local s, extra = self:_score(arch)
   self:_record(arch, s, extra)
   self.seen[keyof(arch)] = true
+  if self.cost then self.spent = self.spent + self.cost(copy_list(arch), s, extra) end
   return copy_list(arch), s
 end
 

@@ -152,6 +152,10 @@ local function default_dir()
   if src:sub(1, 1) == "@" then
     local path = src:sub(2)
     if path:match("^lua[/\\]nasrt[/\\]bench%.lua$") then return "data/nb201" end
+    -- installed (make install): PREFIX/share/lua/5.4/nasrt/bench.lua ->
+    -- PREFIX/share/nasrt/data/nb201
+    local prefix = path:match("^(.*)[/\\]share[/\\]lua[/\\]5%.4[/\\]nasrt[/\\]bench%.lua$")
+    if prefix then return prefix .. "/share/nasrt/data/nb201" end
     local root = path:match("^(.*)[/\\]lua[/\\]nasrt[/\\]bench%.lua$")
     if root then return root .. "/data/nb201" end
   end

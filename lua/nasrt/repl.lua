@@ -659,11 +659,12 @@ local function class_doc(cls)
       if info.what == "Lua" and info.source:sub(1, 1) == "@" then files[info.source:sub(2)] = true end
     end
   end
-  local pat = "class%(%s*[\"']" .. name:gsub("%p", "%%%0") .. "[\"']"
+  -- nn.class("Name"), optim's class("Name", ...), blocks' leaf("Name", ...)
+  local pat = "%(%s*[\"']" .. name:gsub("%p", "%%%0") .. "[\"']"
   for path in pairs(files) do
     local lines = file_lines(path)
     for i, l in ipairs(lines or {}) do
-      if l:find(pat) then
+      if l:find(pat) and (l:find("class(", 1, true) or l:find("leaf(", 1, true)) then
         local doc = comment_above(lines, i)
         if doc then return format_doc(doc) end
       end

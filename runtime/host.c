@@ -571,15 +571,21 @@ static void push_shortcut(lua_State *L, const char *line) {
     lua_pushstring(L, line);
 }
 
+/* set when the chunk came from a shortcut: its line is already in the
+   history, not the Lua it became */
+static int shortcut_line = 0;
+
 /* Pushes the next line (a leading '=' becomes "return ", shortcuts are
    rewritten).  LINE_OK, LINE_EOF or LINE_INTR (nothing pushed then). */
 static int pushline(lua_State *L, int firstline) {
     char *b = NULL;
     int r = read_line(firstline ? PROMPT1 : PROMPT2, &b);
     if (r != LINE_OK) return r;
+    if (firstline) shortcut_line = 0;
     if (firstline && b[0] == '=') lua_pushfstring(L, "return %s", b + 1);
     else if (firstline && (b[0] == '%' || (b[0] == ':' && b[1] != ':'))) {
         save_line(b);
+        shortcut_line = 1;
         push_shortcut(L, b);
     } else
         lua_pushstring(L, b);
@@ -594,7 +600,7 @@ static int addreturn(lua_State *L) {
     int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
     if (status == LUA_OK) {
         lua_remove(L, -2); /* the modified line */
-        if (line[0] != '\0') save_line(line);
+        if (line[0] != '\0' && !shortcut_line) save_line(line);
     } else
         lua_pop(L, 2); /* the result and the modified line */
     return status;
@@ -608,14 +614,14 @@ static int multiline(lua_State *L) {
         const char *line = lua_tolstring(L, 1, &len);
         int status = luaL_loadbuffer(L, line, len, "=stdin");
         if (!incomplete(L, status)) {
-            save_line(line);
+            if (!shortcut_line) save_line(line);
             return status;
         }
         int r = pushline(L, 0);
         if (r == LINE_INTR) return -2;
         if (r == LINE_EOF) { /* report the incomplete chunk's error */
             status = luaL_loadbuffer(L, line, len, "=stdin");
-            save_line(line);
+            if (!shortcut_line) save_line(line);
             return status;
         }
         lua_pushliteral(L, "\n");
@@ -820,7 +826,7 @@ static int pmain(lua_State *L) {
     int failures = 0;
     if ((args & HAS_I) || (script == argc && !(args & (HAS_E | HAS_V)))) {
         if (stdin_is_tty()) {
-            printf("%s, %d threads -- Tab completes nasrt.*, Ctrl-D quits\n", VERSION_LINE,
+            printf("%s, %d threads -- help() for help, Tab completes, Ctrl-D quits\n", VERSION_LINE,
                    nr_num_threads());
             fflush(stdout);
         }

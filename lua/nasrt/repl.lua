@@ -296,7 +296,8 @@ local function space_line(choices)
   for i = 2, #choices do same = same and choices[i] == choices[1] end
   local desc = same and #choices > 0 and ("%d x %d choices"):format(#choices, choices[1]) or
     "choices {" .. table.concat(choices, ",") .. "}"
-  return ("%s, %s architectures"):format(desc, si(prod(choices)))
+  local n = prod(choices)
+  return ("%s, %s architectures"):format(desc, n < 2 ^ 53 and commas(n) or si(n))
 end
 
 --- A summary of a supernet: its kind and settings, cells (normal and

@@ -15,6 +15,11 @@
 ** Loading reads the file into a GC-owned buffer, so nothing leaks when a
 ** Lua allocation raises.
 */
+
+/***
+Checkpoints: `nasrt.save` and `nasrt.load` (C, modules/bind_ckpt.c).
+@module nasrt
+*/
 #include "luabind.h"
 #include "ckpt.h"
 

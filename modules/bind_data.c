@@ -17,6 +17,11 @@
 ** Misuse (bad option names or types, out-of-range indices) raises; a
 ** missing, corrupt or truncated data file returns nil, message.
 */
+
+/***
+Datasets and loaders: `nasrt.data` (C, modules/bind_data.c).
+@module nasrt
+*/
 #include "data.h"
 #include "luabind.h"
 

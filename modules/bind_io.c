@@ -4,6 +4,11 @@
 ** script should expect (missing, truncated or unsupported file, unwritable
 ** folder) return nil, message as io.open does.
 */
+
+/***
+numpy interchange: `nasrt.io` (C, modules/bind_io.c).
+@module nasrt
+*/
 #include "luabind.h"
 
 /* Pushes nil, message for NR_EIO; raises for anything else (out of memory

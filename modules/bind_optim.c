@@ -5,6 +5,11 @@
 ** state tensors are owned by Lua (the optimizer's state table); C only
 ** updates them in place, or creates them on a parameter's first step.
 */
+
+/***
+Optimizer update loops and dropout (C, modules/bind_optim.c).
+@module nasrt
+*/
 #include "luabind.h"
 #include "optim.h"
 
@@ -12,7 +17,7 @@
 
 /***
 F.dropout(x[, p=0.5[, training=true]]): inverted dropout, differentiable.
-@function dropout
+@function F.dropout
 @tparam tensor x
 @tparam[opt=0.5] number p probability of zeroing an element
 @tparam[opt=true] boolean training false (or p == 0) returns x itself

@@ -14,6 +14,11 @@
 ** changes (generator words, and for strict_fair the permutations and the
 ** pointer), so a resumed run draws exactly what the original would have.
 */
+
+/***
+Architecture samplers: `nasrt.sampler` (C, modules/bind_sampler.c).
+@module nasrt
+*/
 #include "luabind.h"
 #include "sampler.h"
 
@@ -538,6 +543,12 @@ static int sampler_sandwich(lua_State *L) {
 }
 
 /* ---------------------------------------------------------- methods */
+
+/***
+A sampler: userdata with its own generator (see `sampler.uniform` and the
+other constructors).
+@type Sampler
+*/
 
 /***
 One architecture (uniform sampler) / m archs (strict_fair) / arch, flops,

@@ -11,6 +11,11 @@
 ** and every element is right-aligned to the widest.  Above 1000 elements each
 ** dim shows its first and last 3 entries around "...".  Works on any strides.
 */
+
+/***
+Tensor printing (C, modules/print.c).
+@module nasrt
+*/
 #include "luabind.h"
 
 #include <math.h>
@@ -172,7 +177,7 @@ static void add_suffix(luaL_Buffer *b, const char *s, size_t len, const char *pr
 }
 
 /*** PyTorch-style text of a tensor (its __tostring).
-@function __tostring
+@function Tensor:__tostring
 @treturn string */
 int nrL_tensor_tostring(lua_State *L) {
     nr_tensor **box = luaL_testudata(L, 1, NR_TENSOR_MT);

@@ -39,6 +39,13 @@
 #ifndef NASRT_BUILD_DIR
 #define NASRT_BUILD_DIR "build"
 #endif
+/* install layout relative to the prefix (CMake's NASRT_INSTALL_* cache) */
+#ifndef NASRT_INSTALL_LMOD
+#define NASRT_INSTALL_LMOD "share/lua/5.4"
+#endif
+#ifndef NASRT_INSTALL_CMOD
+#define NASRT_INSTALL_CMOD "lib/lua/5.4"
+#endif
 
 #define PROGNAME "nasrt"
 #define PROMPT1 "nasrt> "
@@ -71,25 +78,41 @@ static void print_help(void) {
            "Options:\n"
            "  -e chunk       run the Lua string 'chunk' (may be repeated)\n"
            "  -l name        require library 'name' into the global 'name'\n"
-           "  -i             enter the REPL after running the script\n"
-           "  --threads N    threads for tensor ops (default: $NASRT_THREADS, else all cores)\n"
-           "  -v, --version  print the version\n"
+           "  -i             enter the REPL after running the script and chunks\n"
+           "  --threads N    threads for tensor ops (also --threads=N; default:\n"
+           "                 $NASRT_THREADS, else all cores)\n"
+           "  -v, --version  print the version (then run the script, if any)\n"
            "  -h, --help     print this help\n"
            "  -              run standard input as a script\n"
            "  --             stop handling options\n"
            "\n"
            "The script gets its arguments in the table 'arg' (arg[0] is the script)\n"
-           "and as '...'.  Recipes answer --help: nasrt recipes/darts.lua --help\n"
+           "and as '...'.  A script that returns a recipe table {name=, defaults=,\n"
+           "run=} is run by nasrt.recipe: --key=value options, --help, a run folder,\n"
+           "--resume DIR.  Try: nasrt recipes/darts.lua --help (installed copies are\n"
+           "in PREFIX/share/nasrt/recipes).\n"
            "\n"
-           "With no script and no -e, nasrt starts the REPL: expressions are printed,\n"
-           "Tab completes nasrt.* and globals, history is kept in ~/" HISTORY_FILE ",\n"
-           "a line starting with '=' is shown as 'return ...', Ctrl-C discards the line\n"
-           "or stops a running chunk, Ctrl-D quits.  When standard input is not a\n"
-           "terminal the REPL reads lines without prompts and exits with status 1 if\n"
-           "any chunk failed.\n"
+           "With no script and no -e, nasrt starts the REPL (also after -i):\n"
+           "  expr           shows the value: tensors as PyTorch prints them, modules\n"
+           "                 as a layer tree with parameter counts, supernets as a\n"
+           "                 summary (cells, edges, ops, parameters, FLOPs), samplers,\n"
+           "                 optimizers and tables with their settings\n"
+           "  =expr          the same as 'return expr'\n"
+           "  help(obj)      the doc of a function, class or object; help() lists these\n"
+           "  time(fn, ...)  runs fn, prints its wall and CPU time\n"
+           "  %%time stmt     times one statement or expression\n"
+           "  :load RUNDIR   run = nasrt.run.load(RUNDIR), when nasrt.run exists\n"
+           "Tab completes globals, nasrt.*, fields (net.<Tab>) and methods (t:<Tab>);\n"
+           "history is kept in ~/" HISTORY_FILE ".  Ctrl-C discards the line or stops a\n"
+           "running chunk, Ctrl-D quits.  When standard input is not a terminal the\n"
+           "REPL reads lines without prompts and exits with status 1 if any chunk\n"
+           "failed.\n"
            "\n"
-           "Environment: NASRT_THREADS (thread count), NASRT_LUA_DIR and\n"
-           "NASRT_BUILD_DIR (where the nasrt Lua library and modules are found).\n",
+           "Environment: NASRT_THREADS (thread count); NASRT_LUA_DIR (the folder\n"
+           "holding nasrt/*.lua) and NASRT_BUILD_DIR (the folder whose lua/ holds\n"
+           "nasrt/core.so) override where the library is found: by default the\n"
+           "installed prefix next to the binary (PREFIX/share/lua/5.4), else the\n"
+           "source and build folders it was built from.\n",
            VERSION_LINE);
     fflush(stdout);
 }
@@ -467,150 +490,32 @@ static void save_line(const char *line) {
 /* ------------------------------------------------------ tab completion */
 
 #ifdef NASRT_USE_READLINE
+/* The candidates come from nasrt.repl.complete (raw lookups only, so Tab
+   never runs a metamethod); a failure there just completes nothing. */
 static char **matches = NULL;
-static size_t nmatches = 0, capmatches = 0;
-
-static void add_match(const char *s, size_t n, const char *key, const char *suffix) {
-    if (nmatches + 1 >= capmatches) {
-        size_t c = capmatches ? capmatches * 2 : 64;
-        char **m = realloc(matches, c * sizeof *m);
-        if (!m) return;
-        matches = m;
-        capmatches = c;
-    }
-    size_t kl = strlen(key), sl = strlen(suffix);
-    char *m = malloc(n + kl + sl + 1);
-    if (!m) return;
-    memcpy(m, s, n);
-    memcpy(m + n, key, kl);
-    memcpy(m + n + kl, suffix, sl + 1);
-    for (size_t i = 0; i < nmatches; i++)
-        if (strcmp(matches[i], m) == 0) { /* shadowed by an earlier table */
-            free(m);
-            return;
-        }
-    matches[nmatches++] = m;
-}
-
-static int is_identifier(const char *s) {
-    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_')) return 0;
-    for (s++; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-              *s == '_'))
-            return 0;
-    return 1;
-}
-
-/* Pushes the table where lookups in the value at idx continue: its
-   metatable's __index when that is a table, or the first upvalue of an
-   __index function when that is a table (the tensor methods are kept that
-   way).  Returns 0 and pushes nothing otherwise.  Raw access only. */
-static int push_index_table(lua_State *L, int idx) {
-    idx = lua_absindex(L, idx);
-    if (!lua_getmetatable(L, idx)) return 0;
-    lua_pushliteral(L, "__index");
-    lua_rawget(L, -2);
-    lua_remove(L, -2); /* the metatable */
-    if (lua_type(L, -1) == LUA_TFUNCTION) {
-        const char *up = lua_getupvalue(L, -1, 1);
-        lua_remove(L, -2); /* the function */
-        if (!up) return 0;
-    }
-    if (lua_type(L, -1) != LUA_TTABLE || lua_rawequal(L, -1, idx)) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    return 1;
-}
-
-/* Adds the string keys of the value at idx (a table, and the tables its
-   __index chain leads to) that start with word.  Raw access only: nothing
-   here may run Lua code or raise. */
-static void complete_fields(lua_State *L, int idx, const char *head, size_t headlen,
-                            const char *word, int methods_only) {
-    size_t wl = strlen(word);
-    if (!methods_only && luaL_testudata(L, idx, NR_TENSOR_MT)) {
-        /* properties served by the tensor's __index function */
-        static const char *const props[] = {"grad", "grad_fn", "is_leaf", NULL};
-        for (int i = 0; props[i]; i++)
-            if (strncmp(props[i], word, wl) == 0) add_match(head, headlen, props[i], "");
-    }
-    lua_pushvalue(L, idx);
-    for (int depth = 0; depth < 8; depth++) {
-        if (lua_type(L, -1) == LUA_TTABLE) {
-            lua_pushnil(L);
-            while (lua_next(L, -2) != 0) {
-                if (lua_type(L, -2) == LUA_TSTRING) {
-                    const char *k = lua_tostring(L, -2);
-                    int t = lua_type(L, -1);
-                    if (strncmp(k, word, wl) == 0 && is_identifier(k) &&
-                        (!methods_only || t == LUA_TFUNCTION))
-                        add_match(head, headlen, k,
-                                  t == LUA_TFUNCTION ? "(" : t == LUA_TTABLE ? "." : "");
-                }
-                lua_pop(L, 1);
-            }
-        }
-        if (!push_index_table(L, -1)) break;
-        lua_remove(L, -2);
-    }
-    lua_pop(L, 1);
-}
-
-static const char *const lua_keywords[] = {
-    "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
-    "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while",
-    NULL};
+static size_t nmatches = 0;
 
 static void collect_matches(lua_State *L, const char *text) {
     for (size_t i = 0; i < nmatches; i++) free(matches[i]);
+    free(matches);
+    matches = NULL;
     nmatches = 0;
-    if (!L || !lua_checkstack(L, 32)) return;
+    if (!L || !lua_checkstack(L, 8)) return;
     int top = lua_gettop(L);
-    const char *sep = NULL;
-    for (const char *p = text; *p; p++)
-        if (*p == '.' || *p == ':') sep = p;
-    lua_pushglobaltable(L);
-    if (!sep) {
-        for (int i = 0; lua_keywords[i]; i++)
-            if (strncmp(lua_keywords[i], text, strlen(text)) == 0)
-                add_match("", 0, lua_keywords[i], "");
-        complete_fields(L, -1, "", 0, text, 0);
-        lua_settop(L, top);
-        return;
-    }
-    /* walk a.b.c up to the last separator */
-    const char *p = text;
-    if (sep == text || sep[-1] == '.' || sep[-1] == ':') goto done;
-    while (p < sep) {
-        const char *q = p;
-        while (q < sep && *q != '.' && *q != ':') q++;
-        if (q == p || q < sep) { /* "a..b", ".b" */
-            if (q == p || *q == ':') goto done; /* or a ':' in the middle */
-        }
-        lua_pushlstring(L, p, (size_t)(q - p));
-        int found = 0;
-        for (int depth = 0; depth < 8; depth++) {
-            if (lua_type(L, -2) == LUA_TTABLE) {
-                lua_pushvalue(L, -1);
-                lua_rawget(L, -3);
-                if (!lua_isnil(L, -1)) {
-                    found = 1;
-                    break;
-                }
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "nasrt.repl") == LUA_TTABLE &&
+        lua_getfield(L, -1, "complete") == LUA_TFUNCTION) {
+        lua_pushstring(L, text);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+            size_t n = (size_t)lua_rawlen(L, -1);
+            matches = n ? calloc(n, sizeof *matches) : NULL;
+            for (size_t i = 0; matches && i < n; i++) {
+                lua_rawgeti(L, -1, (lua_Integer)i + 1);
+                const char *m = lua_tostring(L, -1);
+                if (m && (matches[nmatches] = strdup(m)) != NULL) nmatches++;
                 lua_pop(L, 1);
             }
-            /* not there: continue in the __index table */
-            if (!push_index_table(L, -2)) break;
-            lua_replace(L, -3);
         }
-        if (!found) goto done;
-        lua_remove(L, -2); /* the key */
-        lua_remove(L, -2); /* the container */
-        p = q + 1;
     }
-    complete_fields(L, -1, text, (size_t)(sep - text + 1), sep + 1, *sep == ':');
-done:
     lua_settop(L, top);
 }
 
@@ -674,14 +579,42 @@ static int incomplete(lua_State *L, int status) {
 #define LINE_OK 1
 #define LINE_INTR 2
 
-/* Pushes the next line (a leading '=' becomes "return ").  LINE_OK,
-   LINE_EOF or LINE_INTR (nothing pushed then). */
+/* A first line starting with '%' or ':' (but not a "::label::") is a
+   shortcut that nasrt.repl.rewrite turns into Lua ("%time stmt", ":load
+   DIR"; an unknown one becomes an error() call); pushes the chunk. */
+static void push_shortcut(lua_State *L, const char *line) {
+    int top = lua_gettop(L);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "nasrt.repl") == LUA_TTABLE &&
+        lua_getfield(L, -1, "rewrite") == LUA_TFUNCTION) {
+        lua_pushstring(L, line);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isstring(L, -1)) {
+            lua_replace(L, top + 1);
+            lua_settop(L, top + 1);
+            return;
+        }
+    }
+    lua_settop(L, top);
+    lua_pushstring(L, line);
+}
+
+/* set when the chunk came from a shortcut: its line is already in the
+   history, not the Lua it became */
+static int shortcut_line = 0;
+
+/* Pushes the next line (a leading '=' becomes "return ", shortcuts are
+   rewritten).  LINE_OK, LINE_EOF or LINE_INTR (nothing pushed then). */
 static int pushline(lua_State *L, int firstline) {
     char *b = NULL;
     int r = read_line(firstline ? PROMPT1 : PROMPT2, &b);
     if (r != LINE_OK) return r;
+    if (firstline) shortcut_line = 0;
     if (firstline && b[0] == '=') lua_pushfstring(L, "return %s", b + 1);
-    else lua_pushstring(L, b);
+    else if (firstline && (b[0] == '%' || (b[0] == ':' && b[1] != ':'))) {
+        save_line(b);
+        shortcut_line = 1;
+        push_shortcut(L, b);
+    } else
+        lua_pushstring(L, b);
     free(b);
     return LINE_OK;
 }
@@ -693,7 +626,7 @@ static int addreturn(lua_State *L) {
     int status = luaL_loadbuffer(L, retline, strlen(retline), "=stdin");
     if (status == LUA_OK) {
         lua_remove(L, -2); /* the modified line */
-        if (line[0] != '\0') save_line(line);
+        if (line[0] != '\0' && !shortcut_line) save_line(line);
     } else
         lua_pop(L, 2); /* the result and the modified line */
     return status;
@@ -707,14 +640,14 @@ static int multiline(lua_State *L) {
         const char *line = lua_tolstring(L, 1, &len);
         int status = luaL_loadbuffer(L, line, len, "=stdin");
         if (!incomplete(L, status)) {
-            save_line(line);
+            if (!shortcut_line) save_line(line);
             return status;
         }
         int r = pushline(L, 0);
         if (r == LINE_INTR) return -2;
         if (r == LINE_EOF) { /* report the incomplete chunk's error */
             status = luaL_loadbuffer(L, line, len, "=stdin");
-            save_line(line);
+            if (!shortcut_line) save_line(line);
             return status;
         }
         lua_pushliteral(L, "\n");
@@ -740,13 +673,21 @@ static int loadline(lua_State *L) {
     return status;
 }
 
-/* Prints the chunk's results with the global print (so __tostring shows
-   tensors the PyTorch way). */
+/* Prints the chunk's results with nasrt.repl.print (tensors the PyTorch
+   way, modules as a tree with parameter counts, supernets as a summary),
+   or with the global print when nasrt.repl could not be loaded. */
 static int l_print(lua_State *L) {
     int n = lua_gettop(L);
     if (n == 0) return LUA_OK;
     luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
-    lua_getglobal(L, "print");
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "nasrt.repl") == LUA_TTABLE) {
+        lua_getfield(L, -1, "print");
+        lua_remove(L, -2);
+    }
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        lua_getglobal(L, "print");
+    }
     lua_insert(L, 1);
     int status = docall(L, n, 0);
     if (status != LUA_OK) {
@@ -756,12 +697,33 @@ static int l_print(lua_State *L) {
     return status;
 }
 
+/* Loads nasrt.repl, keeps it in the registry for the reader, printer and
+   completer, and sets the REPL globals (help, time).  Without it the REPL
+   still works, with print and no completion. */
+static void open_repl(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "nasrt.repl");
+    if (docall(L, 1, 1) != LUA_OK || !lua_istable(L, -1)) {
+        l_message(PROGNAME, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return;
+    }
+    lua_getfield(L, -1, "install");
+    if (docall(L, 0, 0) != LUA_OK) {
+        l_message(PROGNAME, lua_tostring(L, -1));
+        lua_pop(L, 2);
+        return;
+    }
+    lua_setfield(L, LUA_REGISTRYINDEX, "nasrt.repl");
+}
+
 /* Returns the number of chunks that failed. */
 static int doREPL(lua_State *L) {
     const char *oldprogname = progname;
     int failures = 0;
     progname = NULL;
     globalL = L;
+    open_repl(L);
 #ifdef NASRT_USE_READLINE
     if (stdin_is_tty() && isatty(STDOUT_FILENO)) init_readline();
 #endif
@@ -781,20 +743,52 @@ static int doREPL(lua_State *L) {
 
 /* --------------------------------------------------------------- setup */
 
+/* Where the nasrt Lua files (lua) and C modules (cmod) are: from
+   $NASRT_LUA_DIR and $NASRT_BUILD_DIR when set; else next to an installed
+   binary (PREFIX/bin/nasrt finds PREFIX/share/lua/5.4 and
+   PREFIX/lib/lua/5.4, so the prefix can be moved); else the source and
+   build folders this binary was built from.  gen is a second Lua folder
+   (the build's generated files, e.g. nasrt/cdoc.lua), or "". */
+static void find_dirs(char *lua, char *cmod, char *gen, size_t n) {
+    const char *luadir = getenv("NASRT_LUA_DIR");
+    const char *builddir = getenv("NASRT_BUILD_DIR");
+    char exe[4096];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = len > 0 ? (exe[len] = '\0', strrchr(exe, '/')) : NULL;
+    if (slash && !(luadir && luadir[0]) && !(builddir && builddir[0])) {
+        *slash = '\0'; /* exe is now PREFIX/bin */
+        char probe[4096 + 64];
+        snprintf(probe, sizeof probe, "%s/../" NASRT_INSTALL_LMOD "/nasrt/init.lua", exe);
+        if (access(probe, R_OK) == 0) {
+            snprintf(lua, n, "%s/../" NASRT_INSTALL_LMOD, exe);
+            snprintf(cmod, n, "%s/../" NASRT_INSTALL_CMOD, exe);
+            gen[0] = '\0';
+            return;
+        }
+    }
+    if (!luadir || !luadir[0]) luadir = NASRT_LUA_DIR;
+    if (!builddir || !builddir[0]) builddir = NASRT_BUILD_DIR;
+    snprintf(lua, n, "%s", luadir);
+    snprintf(cmod, n, "%s/lua", builddir);
+    snprintf(gen, n, "%s/lua", builddir);
+}
+
 /* package.path/cpath find the nasrt library first; nasrt.core is linked in;
    global nasrt = require "nasrt". */
 static int open_nasrt(lua_State *L) {
-    const char *luadir = getenv("NASRT_LUA_DIR");
-    const char *builddir = getenv("NASRT_BUILD_DIR");
-    if (!luadir || !luadir[0]) luadir = NASRT_LUA_DIR;
-    if (!builddir || !builddir[0]) builddir = NASRT_BUILD_DIR;
+    char lua[8192], cmod[8192], gen[8192];
+    find_dirs(lua, cmod, gen, sizeof lua);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", luadir, luadir, lua_tostring(L, -1));
+    if (gen[0])
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s/?.lua;%s", lua, lua, gen,
+                        lua_tostring(L, -1));
+    else
+        lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", lua, lua, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");
     lua_pop(L, 1);
     lua_getfield(L, -1, "cpath");
-    lua_pushfstring(L, "%s/lua/?.so;%s", builddir, lua_tostring(L, -1));
+    lua_pushfstring(L, "%s/?.so;%s", cmod, lua_tostring(L, -1));
     lua_setfield(L, -3, "cpath");
     lua_pop(L, 2);
 
@@ -863,7 +857,7 @@ static int pmain(lua_State *L) {
     int failures = 0;
     if ((args & HAS_I) || (script == argc && !(args & (HAS_E | HAS_V)))) {
         if (stdin_is_tty()) {
-            printf("%s, %d threads -- Tab completes nasrt.*, Ctrl-D quits\n", VERSION_LINE,
+            printf("%s, %d threads -- help() for help, Tab completes, Ctrl-D quits\n", VERSION_LINE,
                    nr_num_threads());
             fflush(stdout);
         }

@@ -1,10 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages nasrt needs, only those that are missing.
-# Usage: scripts/setup.sh [--bench]   (--bench adds python3-torch for bench/)
+# Usage: scripts/setup.sh [--bench|--doc]   (--bench adds python3-torch for bench/,
+#        --doc adds lua-ldoc for make doc)
 set -e
 pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem lua-dkjson libopenblas-dev zlib1g-dev \
 dataset-fashion-mnist cmake make gcc libreadline-dev graphviz librsvg2-bin"
 [ "$1" = "--bench" ] && pkgs="$pkgs python3-torch python3-numpy"
+[ "$1" = "--doc" ] && pkgs="$pkgs lua-ldoc"
 missing=""
 for p in $pkgs; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

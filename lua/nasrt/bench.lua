@@ -23,9 +23,9 @@ local M = {}
 
 --- The five NAS-Bench-201 operations, in the benchmark's own order.
 M.NB201_OPS = {"none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"}
---- The six edges as {to, from}, in the official (string) order.
+-- The six edges as {to, from}, in the official (string) order.
 M.NB201_EDGES = {{1, 0}, {2, 0}, {2, 1}, {3, 0}, {3, 1}, {3, 2}}
---- The cell as a search space for nasrt.sampler: 6 genes of 5 ops.
+-- The cell as a search space for nasrt.sampler: 6 genes of 5 ops.
 M.NB201_CHOICES = {5, 5, 5, 5, 5, 5}
 
 local OP_ID = {}
@@ -162,6 +162,14 @@ local function default_dir()
   if src:sub(1, 1) == "@" then
     local path = src:sub(2)
     if path:match("^lua[/\\]nasrt[/\\]bench%.lua$") then return "data/nb201" end
+    -- installed (make install): PREFIX/share/lua/5.4/nasrt/bench.lua ->
+    -- PREFIX/share/nasrt/data/nb201
+    local prefix = path:match("^(.*)[/\\]share[/\\]lua[/\\]5%.4[/\\]nasrt[/\\]bench%.lua$")
+    if prefix then return prefix .. "/share/nasrt/data/nb201" end
+    -- installed (make install): PREFIX/share/lua/5.4/nasrt/bench.lua ->
+    -- PREFIX/share/nasrt/data/nb201
+    local prefix = path:match("^(.*)[/\\]share[/\\]lua[/\\]5%.4[/\\]nasrt[/\\]bench%.lua$")
+    if prefix then return prefix .. "/share/nasrt/data/nb201" end
     local root = path:match("^(.*)[/\\]lua[/\\]nasrt[/\\]bench%.lua$")
     if root then return root .. "/data/nb201" end
   end

@@ -205,12 +205,16 @@ end
 M.swish = swish
 
 --- ReLU6 activation (FairNAS, ProxylessNAS/AGNAS macro).
+-- @function ReLU6
 leaf("ReLU6", function(_, x) return relu6(x) end)
 --- Hard sigmoid.
+-- @function HSigmoid
 leaf("HSigmoid", function(_, x) return hsigmoid(x) end)
 --- Swish (x * sigmoid(x); AttentiveNAS' stage activation).
+-- @function Swish
 leaf("Swish", function(_, x) return swish(x) end)
 --- Hard swish x * hsigmoid(x).
+-- @function HSwish
 leaf("HSwish", function(_, x) return F.mul(x, hsigmoid(x)) end)
 
 local ACTIVATIONS = {

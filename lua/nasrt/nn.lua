@@ -1221,8 +1221,8 @@ end
 --- Soft-target distillation loss: the batch mean of
 -- sum_k -softmax(t/T)_k * log_softmax(s/T)_k (AttentiveNAS' in-place KD,
 -- with T=1).  The teacher logits are detached here.  No T^2 factor.
--- @tparam tensor student_logits [N,K]
--- @tparam tensor teacher_logits [N,K]
+-- @tparam tensor s student logits [N,K]
+-- @tparam tensor t teacher logits [N,K]
 -- @tparam[opt=1] number T temperature
 -- @treturn tensor a 0-dim loss
 function nn.kd_loss(s, t, T)

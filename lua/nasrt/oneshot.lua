@@ -75,7 +75,7 @@ function M.stages(s, what)
   return out
 end
 
---- Option blocks shared by the recipes ({key, default, help} rows).
+-- Option blocks shared by the recipes ({key, default, help} rows).
 M.options = {
   data = {
     { "seed", 0, "random seed (weights, path sampling, data order)" },

@@ -441,7 +441,7 @@ end
 
 -- ------------------------------------------------------------ SPOS
 
---- Options of SPOS' ImageNet supernet (oneshot.md §1.1): 224x224x3 input,
+-- Options of SPOS' ImageNet supernet (oneshot.md §1.1): 224x224x3 input,
 -- stem 16 stride 2, stage widths {64, 160, 320, 640} with repeats
 -- {4, 4, 8, 4} (20 choice layers), tail 1024, dropout 0.1, 1000 classes.
 M.spos_paper = {
@@ -550,7 +550,7 @@ end
 M.fairnas_choices = { "mb_e3_k3", "mb_e3_k5", "mb_e3_k7", "mb_e6_k3", "mb_e6_k5", "mb_e6_k7" }
 local FAIRNAS_KE = { { 3, 3 }, { 5, 3 }, { 7, 3 }, { 3, 6 }, { 5, 6 }, { 7, 6 } }
 
---- Options of FairNAS' ImageNet supernet (oneshot.md §2.3): stem 32 stride
+-- Options of FairNAS' ImageNet supernet (oneshot.md §2.3): stem 32 stride
 -- 2, the fixed MBE1_K3 block 32 -> 16, 18 choice layers (widths 32, 40, 80,
 -- 96, 192 with 2, 4, 4, 4, 4 layers, first strides 2, 2, 2, 1, 2), the
 -- fixed MBConv e6 k5 -> 320, 1x1 conv -> 1280, dropout 0.2, 1000 classes.
@@ -675,7 +675,7 @@ M.agnas_macro_choices = { "mobilenet_3x3_ratio_3", "mobilenet_3x3_ratio_6",
                           "mobilenet_7x7_ratio_3", "mobilenet_7x7_ratio_6", "skip" }
 local AGNAS_KE = { { 3, 3 }, { 3, 6 }, { 5, 3 }, { 5, 6 }, { 7, 3 }, { 7, 6 } }
 
---- Options of AGNAS' ProxylessNAS-space supernet (differentiable.md §3.4):
+-- Options of AGNAS' ProxylessNAS-space supernet (differentiable.md §3.4):
 -- stem 40 stride 2, fixed MBConv e1 40 -> 24, stages (32,4,2), (56,4,2),
 -- (112,4,2), (128,4,1), (256,4,2), (432,1,1) = 21 layers, head 1728,
 -- 1000 classes.

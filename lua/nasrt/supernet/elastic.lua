@@ -76,7 +76,7 @@ local function rep(v, n)
   return t
 end
 
---- Search spaces.  `attentivenas` is the paper's table (§3.1: 224-ish
+-- Search spaces.  `attentivenas` is the paper's table (§3.1: 224-ish
 -- ImageNet, 7 stages, 31 genes); `small` (the default) is scaled for 28x28
 -- Fashion-MNIST on a CPU.
 M.elastic_spaces = {

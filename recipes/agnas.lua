@@ -806,13 +806,14 @@ function R.run(cfg, run)
       A = analysis(run, cfg, D, S, last, phase == "analysis_darts" and st or nil)
       if not A then return nil end
     end
-    run:save { phase = "done", val_acc = last.val_acc }
+    -- the final checkpoint keeps the final weights (kill/resume tests compare them)
+    run:save { phase = "done", val_acc = last.val_acc, model = S.net:state_dict() }
     run:log { kind = "done", time_s = nasrt.clock() - t0, val_acc = last.val_acc }
     return { dir = run.dir, arch = arch, scores = last.scores, val_acc = last.val_acc,
              analysis = A, params = params }
   end
   local ok, res = xpcall(body, function(e)
-    if type(e) == "string" and e:match("^agnas:") then return e end
+    if type(e) == "string" and (e:match("^agnas:") or e:match("^divergence:")) then return e end
     return debug.traceback(tostring(e), 2)
   end)
   D.close()

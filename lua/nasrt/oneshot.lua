@@ -663,7 +663,6 @@ function Session:_maybe_save()
 end
 
 function Session:_interrupt(why)
-  self.state.stopped_at = self.state.unit
   -- logged before the checkpoint, so a resume (which cuts the log back to
   -- the checkpoint's position) keeps it
   self.run:log { event = "interrupted", reason = why, step = self.state.step, unit = self.state.unit }

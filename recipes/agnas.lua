@@ -417,7 +417,9 @@ local function train_loop(run, cfg, D, opt, sched, hooks, st, label)
     sched:step(ep)
     local lr = opt:get_lr()
     if not trained then
-      if not resume_loader then D.train:epoch(ep) end
+      -- a new epoch, unless the checkpoint was taken inside this one (the
+      -- epoch-end checkpoint holds the loader at the end of the last one)
+      if not (resume_loader and D.train:state().epoch == ep) then D.train:epoch(ep) end
       resume_loader = false
       while D.train:state().pos < nb do
         if run:stop_requested() then return stop() end

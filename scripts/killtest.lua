@@ -298,7 +298,9 @@ function K.run(o)
     local kind = r < 0.4 and "ckpt" or (r < 0.7 and "step" or "time")
     local fired
     if kind == "ckpt" then
-      fired = wait_for(h, function() return #tmp_files(dir) > 0 end, 30)
+      -- this process's temp file (not one a killed predecessor left)
+      local mine = ("%s/checkpoint.nrck.tmp.%d"):format(dir, h.pid)
+      fired = wait_for(h, function() return recipe.exists(mine) end, 30)
     elseif kind == "step" then
       local size0 = file_size(dir .. "/log.jsonl")
       fired = wait_for(h, function() return file_size(dir .. "/log.jsonl") > size0 end, 30)
@@ -357,6 +359,32 @@ function K.run(o)
     if (r.kind or r.event) == "resume" then rep.resume_markers = rep.resume_markers + 1 end
   end
   return rep
+end
+
+-- ------------------------------------------------------------ in-process crashes
+
+local CRASH = setmetatable({}, { __tostring = function() return "killtest: simulated crash" end })
+
+--- Runs recipe R in this process with cfg (cfg.out set) and "crashes"
+-- (raises) right after the checkpoint for which pred(state, n) is true
+-- (n counts the checkpoints written), the exact moment a kill is hardest
+-- to land.  Returns the number of checkpoints written (all of them when
+-- pred never fires).  The run directory is left as a kill would leave it.
+function K.crash_after(R, cfg, pred)
+  local c = recipe.with_defaults(R, cfg)
+  local run = recipe.open_run(R, c, {})
+  local save, n = run.save, 0
+  run.save = function(self, st)
+    save(self, st)
+    n = n + 1
+    if pred and pred(st, n) then error(CRASH) end
+  end
+  local ok, err = pcall(R.run, c, run)
+  run:close()
+  if not ok and not (err == CRASH or tostring(err):find("killtest: simulated crash", 1, true)) then
+    error(err, 0)
+  end
+  return n
 end
 
 --- One line summarising a report.

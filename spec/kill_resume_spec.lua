@@ -128,6 +128,47 @@ describe("kill and resume", function()
   end)
 end)
 
+describe("a crash right after a checkpoint", function()
+  -- every checkpoint of a train.lua run (3 epochs of 3 steps: 9 step
+  -- checkpoints and 3 at the epoch ends), and the epoch-end ones of agnas;
+  -- the resumed run must equal the uninterrupted one bit for bit
+  local function check(name, pick)
+    local R = dofile(("recipes/%s.lua"):format(name))
+    local cfg = assert(recipe.parse(R, K.CONFIGS[name]))
+    local ref = fresh(name .. "-crash-ref")
+    cfg.out = ref
+    -- the uninterrupted run picks the checkpoints to crash after
+    local picked = {}
+    local total = K.crash_after(R, cfg, function(st, n)
+      if pick(st) then picked[#picked + 1] = n end
+      return false
+    end)
+    for _, k in ipairs(picked) do
+      local dir = fresh(name .. "-crash")
+      cfg.out = dir
+      assert.equal(k, K.crash_after(R, cfg, function(_, n) return n == k end))
+      recipe.run(R, { resume = dir })
+      local ok, diffs = K.compare(ref, dir)
+      assert.is_true(ok, ("%s, crash after checkpoint %d:\n%s"):format(name, k, table.concat(diffs, "\n")))
+    end
+    return #picked, total
+  end
+
+  it("train.lua, after each of its 12 checkpoints", function()
+    local tried, total = check("train", function() return true end)
+    assert.equal(12, total)
+    assert.equal(12, tried)
+  end)
+
+  it("agnas, after each epoch-end checkpoint of the search", function()
+    -- the epoch-end checkpoint: its loader still at the end of the last epoch
+    local tried = check("agnas", function(st)
+      return st.phase == "search" and st.loader ~= nil and st.loader.epoch ~= st.epoch
+    end)
+    assert.equal(2, tried)
+  end)
+end)
+
 describe("damaged checkpoints", function()
   local RUN = dofile("recipes/spos.lua")
   local CFG = { input_size = 8, batch_size = 8, train_limit = 64, val_limit = 32,

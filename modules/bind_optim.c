@@ -1,7 +1,7 @@
 /*
-** bind_optim.c -- Lua bindings of the training kernels: F.dropout and the
-** private table nasrt._optim (sgd_step, adam_step, grad_norm,
-** clip_grad_norm, has_grad) that lua/nasrt/optim.lua drives.  The optimizer
+** bind_optim.c -- Lua bindings of the training kernels: F.dropout,
+** F.all_finite and the private table nasrt._optim (sgd_step, adam_step,
+** grad_norm, clip_grad_norm, has_grad) that lua/nasrt/optim.lua drives.  The optimizer
 ** state tensors are owned by Lua (the optimizer's state table); C only
 ** updates them in place, or creates them on a parameter's first step.
 */
@@ -205,6 +205,65 @@ static int optim_clip_grad_norm(lua_State *L) {
     return 1;
 }
 
+/* Checks one tensor: pushes false, i, k, v and returns 1 at a non-finite
+   element (i the list index, k the 1-based flat index), else returns 0. */
+static int push_nonfinite(lua_State *L, const nr_tensor *t, lua_Integer i) {
+    float v = 0;
+    int64_t k = nr_first_nonfinite(t, &v);
+    if (k == -2) return luaL_error(L, "all_finite: out of memory");
+    if (k < 0) return 0;
+    lua_pushboolean(L, 0);
+    lua_pushinteger(L, i);
+    lua_pushinteger(L, (lua_Integer)k + 1);
+    lua_pushnumber(L, (lua_Number)v);
+    return 1;
+}
+
+/***
+Whether every element of a tensor, or of every tensor of a list, is finite
+(no NaN, no +-Inf): the divergence check of the optimizers and of
+checkpoints.  One pass over the data, no allocation for contiguous tensors.
+@function all_finite
+@tparam tensor|{tensor,...} x a tensor or a list of tensors
+@tparam[opt] table opts {grad=false}: true checks each tensor's `.grad`
+  instead (tensors without a gradient are skipped)
+@treturn boolean true when all are finite
+@treturn integer the list index of the first bad tensor (1 for a tensor)
+@treturn integer the 1-based flat (row-major) index of its first bad element
+@treturn number that element (nan, inf or -inf)
+@usage local ok, i, k, v = F.all_finite(net:parameters(), {grad = true})
+*/
+static int optim_all_finite(lua_State *L) {
+    static const char *const allowed[] = {"grad", NULL};
+    int grad = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        nrL_checkopts(L, 2, "all_finite", allowed);
+        grad = nrL_optbool_field(L, 2, "grad", 0, "all_finite");
+    }
+    nr_tensor *one = nrL_totensor(L, 1);
+    if (one) {
+        const nr_tensor *t = grad ? one->grad : one;
+        if (t && push_nonfinite(L, t, 1)) return 4;
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (!lua_istable(L, 1))
+        return luaL_error(L, "all_finite: expected a tensor or a list of tensors, got %s",
+                          luaL_typename(L, 1));
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        nr_tensor *p = nrL_totensor(L, -1);
+        if (!p) return luaL_error(L, "all_finite: entry %I of the list is %s, expected a tensor", i,
+                                  luaL_typename(L, -1));
+        lua_pop(L, 1);
+        const nr_tensor *t = grad ? p->grad : p;
+        if (t && push_nonfinite(L, t, i)) return 4;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* _optim.has_grad(p) -> boolean, without boxing the gradient */
 static int optim_has_grad(lua_State *L) {
     lua_pushboolean(L, nrL_checktensor(L, 1)->grad != NULL);
@@ -228,4 +287,6 @@ void nrL_open_optim(lua_State *L, int lib, int F) {
     lua_setfield(L, lib, "_optim");
     lua_pushcfunction(L, optim_dropout);
     lua_setfield(L, F, "dropout");
+    lua_pushcfunction(L, optim_all_finite);
+    lua_setfield(L, F, "all_finite");
 }

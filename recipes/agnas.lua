@@ -417,7 +417,9 @@ local function train_loop(run, cfg, D, opt, sched, hooks, st, label)
     sched:step(ep)
     local lr = opt:get_lr()
     if not trained then
-      if not resume_loader then D.train:epoch(ep) end
+      -- a new epoch, unless the checkpoint was taken inside this one (the
+      -- epoch-end checkpoint holds the loader at the end of the last one)
+      if not (resume_loader and D.train:state().epoch == ep) then D.train:epoch(ep) end
       resume_loader = false
       while D.train:state().pos < nb do
         if run:stop_requested() then return stop() end
@@ -806,13 +808,14 @@ function R.run(cfg, run)
       A = analysis(run, cfg, D, S, last, phase == "analysis_darts" and st or nil)
       if not A then return nil end
     end
-    run:save { phase = "done", val_acc = last.val_acc }
+    -- the final checkpoint keeps the final weights (kill/resume tests compare them)
+    run:save { phase = "done", val_acc = last.val_acc, model = S.net:state_dict() }
     run:log { kind = "done", time_s = nasrt.clock() - t0, val_acc = last.val_acc }
     return { dir = run.dir, arch = arch, scores = last.scores, val_acc = last.val_acc,
              analysis = A, params = params }
   end
   local ok, res = xpcall(body, function(e)
-    if type(e) == "string" and e:match("^agnas:") then return e end
+    if type(e) == "string" and (e:match("^agnas:") or e:match("^divergence:")) then return e end
     return debug.traceback(tostring(e), 2)
   end)
   D.close()

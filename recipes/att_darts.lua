@@ -31,6 +31,7 @@ local R = {
   name = "att_darts",
   method = "att_darts",
   description = "Att-DARTS (Nakai et al., IJCNN 2020): DARTS cells with searched attention modules.",
+  resume_fixed = darts.resume_fixed,
   defaults = {},
 }
 

@@ -35,6 +35,8 @@ local R = {
   name = "darts",
   method = "darts",
   description = "DARTS (Liu et al., ICLR 2019): differentiable cell search, first or second order.",
+  -- besides recipe.RESUME_FIXED: the nodes of a cell fix the alphas' shape
+  resume_fixed = { "steps" },
   defaults = {
     { "epochs", 2, "search epochs (paper: 50)" },
     { "C", 8, "initial channels (paper: 16)" },

@@ -372,7 +372,9 @@ function R.run(cfg, run)
     sched:step(ep)
     local lr = opt:get_lr()
     if droppable then net.drop_path_prob = cfg.drop_path * ep / cfg.epochs end
-    if not resume_loader then train:epoch(ep) end
+    -- a new epoch, unless the checkpoint was taken inside this one (the
+    -- epoch-end checkpoint holds the loader at the end of the last one)
+    if not (resume_loader and train:state().epoch == ep) then train:epoch(ep) end
     resume_loader = false
     while train:state().pos < nb do
       if run:stop_requested() then return finish_interrupted() end

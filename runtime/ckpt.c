@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -381,6 +382,20 @@ void nr_ckpt_writer_discard(nr_ckpt_writer *w) {
     w->done = 1;
 }
 
+/* Test hook of the kill-and-resume harness (scripts/killtest.lua): with
+   NASRT_CKPT_PAUSE_MS=n in the environment the writer stops for n ms once
+   the payload is in the temp file but neither the checksum nor the real
+   header is, so a SIGKILL sent then leaves a genuinely half-written file
+   (the reader rejects it: zero payload length in the header). */
+static void test_pause(FILE *f) {
+    const char *e = getenv("NASRT_CKPT_PAUSE_MS");
+    long ms = e ? strtol(e, NULL, 10) : 0;
+    if (ms <= 0) return;
+    fflush(f);
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
 /* fsync of the folder holding path, so the rename itself is durable. */
 static int sync_dir(const char *path) {
     const char *slash = strrchr(path, '/');
@@ -452,6 +467,7 @@ nr_status nr_ckpt_writer_finish(nr_ckpt_writer *w, void **buf, size_t *len) {
     if (wflush(w) != NR_OK) {
         err = errno;
     } else {
+        test_pause(w->f);
         uint32_t crc = (uint32_t)crc32_combine(crc32(0L, hdr, NR_CKPT_HEADER), w->crc,
                                                (z_off_t)w->payload);
         put_u32(crcb, crc);

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static nr_status check_pair(const char *fn, const char *what, const nr_tensor *p,
                             const nr_tensor *t) {
@@ -172,6 +173,39 @@ double nr_norm_partial(const nr_tensor *g, double norm_type) {
     free(part);
     nr_tensor_release(c);
     return s;
+}
+
+/* Exponent bits all ones: NaN or +-Inf.  Bit tests rather than isfinite()
+   so the check survives fast-math flags, and the block loop vectorises. */
+#define FINITE_BLOCK 4096
+
+static int nonfinite(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u & 0x7f800000u) == 0x7f800000u;
+}
+
+int64_t nr_first_nonfinite(const nr_tensor *t, float *value) {
+    nr_tensor *c = nr_is_contiguous(t) ? (nr_tensor *)t : nr_tensor_clone(t);
+    if (!c) return -2;
+    if (c == t) nr_tensor_retain(c);
+    const float *d = nr_data(c);
+    int64_t n = nr_numel(c), found = -1;
+    for (int64_t i0 = 0; i0 < n && found < 0; i0 += FINITE_BLOCK) {
+        int64_t i1 = i0 + FINITE_BLOCK < n ? i0 + FINITE_BLOCK : n;
+        int any = 0;
+        for (int64_t i = i0; i < i1; i++) any |= nonfinite(d[i]);
+        if (!any) continue;
+        for (int64_t i = i0; i < i1; i++) {
+            if (nonfinite(d[i])) {
+                found = i;
+                if (value) *value = d[i];
+                break;
+            }
+        }
+    }
+    nr_tensor_release(c);
+    return found;
 }
 
 nr_status nr_scale_inplace(nr_tensor *g, float s) {

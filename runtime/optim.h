@@ -58,4 +58,10 @@ NR_API double nr_norm_partial(const nr_tensor *g, double norm_type);
 /* g *= s in place (contiguous or not).  Errors: NR_ENOMEM. */
 NR_API nr_status nr_scale_inplace(nr_tensor *g, float s);
 
+/* The 0-based flat (row-major) index of t's first NaN or +-Inf element, -1
+   when every element is finite; *value gets that element.  One pass over
+   the data (the divergence check of the optimizers and checkpoints);
+   -2 on out of memory (a non-contiguous t is copied first). */
+NR_API int64_t nr_first_nonfinite(const nr_tensor *t, float *value);
+
 #endif

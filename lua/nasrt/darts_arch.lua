@@ -37,7 +37,6 @@
 -- -- each step, before the weight step:
 -- local val_loss = arch:step(x_train, y_train, x_val, y_val, lr, w_opt)
 local nasrt = require "nasrt"
-local recipe = require "nasrt.recipe"
 
 local F = nasrt.F
 local optim = nasrt.optim
@@ -114,6 +113,7 @@ function M.Architect(net, opts)
   self.net = net
   self.weights = net:parameters()
   self.alphas = net:arch_parameters()
+  if net.named_arch_parameters then optim.name_parameters(net:named_arch_parameters()) end
   if #self.alphas == 0 then error("Architect: the network has no architecture parameters", 2) end
   self.unrolled = opts.unrolled or false
   self.r = opts.r or 0.01
@@ -384,13 +384,11 @@ end
 
 --- Restores the last checkpoint of a resumed run into `parts` and returns
 -- its `pos`; nil on a fresh run or when no checkpoint was written yet.
--- Log lines written after the checkpoint (a crash between two
--- checkpoints) are dropped, so log.jsonl reads as one run.
+-- (Run:load cuts log.jsonl back to the checkpoint, so the log of a run
+-- killed between two checkpoints reads as one run.)
 function M.restore_checkpoint(run, parts)
   if not run.resumed then return nil end
   local st = run:load()
-  local step = st and st.pos.step or 0
-  M.truncate_log(run, step)
   if not st then return nil end
   if st.format ~= "nasrt.darts_search" then
     error(("resume: %s is not a DARTS-search checkpoint"):format(run:path("checkpoint.nrck")), 0)
@@ -401,27 +399,8 @@ function M.restore_checkpoint(run, parts)
   parts.train:set_state(st.train)
   parts.val:set_state(st.val)
   nasrt.set_rng_state(st.rng)
-  run:log { kind = "resume", step = step, epoch = st.pos.epoch }
+  run:log { kind = "resume", step = st.pos.step, epoch = st.pos.epoch }
   return st.pos
-end
-
---- Drops the log records whose `step` is past `step`.
-function M.truncate_log(run, step)
-  local path = run:path("log.jsonl")
-  run.logger:close()
-  local keep = {}
-  local f = io.open(path, "r")
-  if f then
-    for line in f:lines() do
-      local rec = recipe.json.decode(line)
-      if type(rec) == "table" and (rec.step == nil or rec.step <= step) then
-        keep[#keep + 1] = line .. "\n"
-      end
-    end
-    f:close()
-  end
-  recipe.write_file(path, table.concat(keep))
-  run.logger = recipe.logger(path, true)
 end
 
 --- True when the search should stop here: Ctrl-C, or the test hook

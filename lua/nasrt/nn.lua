@@ -306,16 +306,29 @@ function Module:modules()
   return out
 end
 
+-- Parameter tensor -> its dotted name, so an optimizer can name the
+-- parameter whose gradient diverged (optim.lua reads it).  Weak keys; the
+-- longest name seen wins, i.e. the name in the outermost module that was
+-- asked for its parameters (the network a recipe optimizes).
+local param_names = core._param_names or setmetatable({}, { __mode = "k" })
+core._param_names = param_names
+
 local function named_members(self, field, recurse, skip_nonpersistent)
   local out, seen = {}, {}
   local mods = recurse == false and { { "", self } } or self:named_modules()
+  local is_param = field == "_param_names"
   for _, nm in ipairs(mods) do
     local prefix, m = nm[1], nm[2]
     for _, name in ipairs(m[field]) do
       local t = rawget(m, name)
       if t ~= nil and not seen[t] and not (skip_nonpersistent and m._nonpersistent[name]) then
         seen[t] = true
-        out[#out + 1] = { prefix == "" and name or (prefix .. "." .. name), t }
+        local full = prefix == "" and name or (prefix .. "." .. name)
+        out[#out + 1] = { full, t }
+        if is_param then
+          local old = param_names[t]
+          if not old or #full > #old then param_names[t] = full end
+        end
       end
     end
   end

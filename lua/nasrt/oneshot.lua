@@ -663,11 +663,12 @@ function Session:_maybe_save()
 end
 
 function Session:_interrupt(why)
-  self.state.stopped_at = self.state.unit
+  -- logged before the checkpoint, so a resume (which cuts the log back to
+  -- the checkpoint's position) keeps it
+  self.run:log { event = "interrupted", reason = why, step = self.state.step, unit = self.state.unit }
   self:save()
   self.run.interrupted = true
   self.stopped = true
-  self.run:log { event = "interrupted", reason = why, step = self.state.step, unit = self.state.unit }
   return true
 end
 
@@ -782,6 +783,7 @@ end
 local function guarded(fn, ...)
   return xpcall(fn, function(e)
     if e == STOP then return e end
+    if type(e) == "string" and e:match("^divergence:") then return e end
     return debug.traceback(tostring(e), 2)
   end, ...)
 end

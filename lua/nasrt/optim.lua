@@ -1,10 +1,13 @@
 --- nasrt.optim: optimizers, learning-rate schedules and gradient clipping.
 --
 -- The update formulas are torch.optim's (1.13) and run in C over each
--- parameter tensor (`nasrt._optim`).  `step()` skips parameters whose
--- `.grad` is nil: they and their state (momentum buffers, Adam moments,
--- step counts) stay untouched, which single-path NAS (SPOS, FairNAS) relies
--- on.  `zero_grad()` sets every gradient to nil (PyTorch's set_to_none).
+-- parameter tensor (`nasrt._optim`).  Before it touches anything, `step()`
+-- checks that every gradient is finite and raises a "divergence: ..." error
+-- naming the parameter otherwise (`Optimizer:check_finite`).  `step()`
+-- skips parameters whose `.grad` is nil: they and their state (momentum
+-- buffers, Adam moments, step counts) stay untouched, which single-path NAS
+-- (SPOS, FairNAS) relies on.  `zero_grad()` sets every gradient to nil
+-- (PyTorch's set_to_none).
 --
 -- Parameters are given as a list of tensors or as a list of groups
 -- `{params = {...}, lr = ...}` whose own settings override the defaults.
@@ -262,6 +265,48 @@ function Optimizer:__tostring()
   return table.concat(lines, "\n")
 end
 
+-- ------------------------------------------------------------ divergence
+
+local all_finite = core.F.all_finite
+local GRAD = { grad = true }
+
+-- tensor -> dotted name (weak keys), shared with nn's named_parameters()
+core._param_names = core._param_names or setmetatable({}, { __mode = "k" })
+
+--- Gives tensors names for the divergence message of `step()`: a list of
+-- {name, tensor} pairs, like `module:named_parameters()` (whose names are
+-- registered anyway) or a supernet's `named_arch_parameters()`.
+function optim.name_parameters(named)
+  for _, nt in ipairs(named) do core._param_names[nt[2]] = nt[1] end
+end
+
+local function value_str(v)
+  if v ~= v then return "NaN" end
+  return v > 0 and "+Inf" or "-Inf"
+end
+
+--- Raises the divergence error when a gradient of the optimizer's
+-- parameters holds a NaN or an Inf, before any parameter is touched (so
+-- the weights stay the last good ones).  The message starts with
+-- "divergence:" and names the parameter (its dotted name when it came
+-- from a module's `parameters()`), its shape, the bad element and value;
+-- nasrt.recipe adds the step and keeps the last good checkpoint.
+-- @raise "divergence: SGD.step: the gradient of parameter 'cells.1.op.weight'
+--   [8,8,3,3] is NaN at element 17"
+function Optimizer:check_finite()
+  for gi, g in ipairs(self.param_groups) do
+    local ok, i, k, v = all_finite(g.params, GRAD)
+    if not ok then
+      local p = g.params[i]
+      local name = core._param_names[p]
+      local what = name and ("parameter '%s'"):format(name)
+        or ("parameter %d of group %d"):format(i, gi)
+      error(("divergence: %s.step: the gradient of %s [%s] is %s at element %d"):format(
+        self.__name, what, table.concat(p:shape(), ","), value_str(v), k), 0)
+    end
+  end
+end
+
 -- ------------------------------------------------------------ SGD
 
 --- Stochastic gradient descent with momentum (torch.optim.SGD):
@@ -297,6 +342,7 @@ end
 function SGD:step(closure)
   local loss
   if closure then loss = closure() end
+  self:check_finite()
   local step = C.sgd_step
   for _, g in ipairs(self.param_groups) do
     local lr, mom, damp, wd, nest = g.lr, g.momentum, g.dampening, g.weight_decay, g.nesterov
@@ -355,6 +401,7 @@ end
 function Adam:step(closure)
   local loss
   if closure then loss = closure() end
+  self:check_finite()
   local step = C.adam_step
   local decoupled = self._decoupled
   for _, g in ipairs(self.param_groups) do

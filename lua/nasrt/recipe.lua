@@ -69,11 +69,13 @@ function M.usage(R)
 end
 
 --- Parses `--key=value`, `--key value`, `--flag`, `--no-flag` against the
--- defaults.  Returns cfg, or nil and "help" when --help was asked.
--- Unknown options raise an error that lists the known ones.
+-- defaults.  Returns cfg (every option, defaults filled in), nil and the
+-- set of options given explicitly (`given[key] = true`, which a resume
+-- lets override the saved config); or nil and "help" when --help was
+-- asked.  Unknown options raise an error that lists the known ones.
 function M.parse(R, argv)
   local map, order = default_map(R.defaults)
-  local cfg = {}
+  local cfg, given = {}, {}
   for _, k in ipairs(order) do cfg[k] = map[k][2] end
   local extra = { resume = true, out = true, help = true }
   local i = 1
@@ -98,6 +100,7 @@ function M.parse(R, argv)
     key = key:gsub("%-", "_")
     if map[key] then
       cfg[key] = coerce(key, val, map[key][2])
+      given[key] = true
     elseif extra[key] then
       cfg[key] = val
     else
@@ -105,7 +108,7 @@ function M.parse(R, argv)
     end
     i = i + 1
   end
-  return cfg
+  return cfg, nil, given
 end
 
 --- Fills missing keys of cfg from the recipe defaults (for specs).
@@ -182,15 +185,29 @@ end
 local Logger = {}
 Logger.__index = Logger
 
---- JSON-lines log: one object per line, flushed at once.
+--- JSON-lines log: one object per line, flushed at once.  `logger.pos` is
+-- the file's length in bytes (checkpoints record it, see Run:save).
 function M.logger(path, append)
   local f = assert(io.open(path, append and "a" or "w"))
-  return setmetatable({ f = f, path = path }, Logger)
+  local pos = f:seek("end")
+  return setmetatable({ f = f, path = path, pos = pos }, Logger)
 end
 
 function Logger:log(rec)
-  self.f:write(json.encode(rec), "\n")
+  local line = json.encode(rec) .. "\n"
+  self.f:write(line)
   self.f:flush()
+  self.pos = self.pos + #line
+end
+
+--- Cuts a file down to its first n bytes (atomically: the head is written
+-- to a temp file that replaces it).  Nothing happens when it is missing.
+function M.truncate_file(path, n)
+  local f = io.open(path, "rb")
+  if not f then return end
+  local head = n > 0 and f:read(n) or ""
+  f:close()
+  M.write_file(path, head or "")
 end
 
 function Logger:close() if self.f then self.f:close(); self.f = nil end end
@@ -266,10 +283,77 @@ end
 local Run = {}
 Run.__index = Run
 
+local CKPT, PREV, BAD = "checkpoint.nrck", "checkpoint.prev.nrck", "checkpoint.bad.nrck"
+
+--- Options that cannot change when a run is resumed: they fix the data and
+-- its order, the model's shapes, the network being trained or the layout
+-- of saved sampler/search state, so a checkpoint taken under the old value
+-- would not load, or would load and silently mean something else.  A
+-- recipe adds its own in `R.resume_fixed` (DARTS: `steps`, the nodes of a
+-- cell).  Every other option given with --resume overrides the saved one.
+M.RESUME_FIXED = {
+  -- the data and its order
+  "seed", "dataset", "space", "batch_size", "train_portion", "train_limit", "val_limit",
+  "test_limit", "input_size", "size",
+  -- model shapes
+  "C", "N", "layers", "stem", "stem_stride", "widths", "repeats", "last", "stages",
+  "first_block", "last_block", "head", "ratio", "attentions", "resolutions", "auxiliary",
+  -- the network train.lua trains
+  "arch", "random", "random_seed", "random_tolerance",
+  -- samplers and searches whose saved state has a fixed layout
+  "sampler", "bins", "bin_lo", "bin_hi", "flops_table", "flops_step", "score", "bench_dataset",
+  "population", "select", "sample",
+}
+
+local function fixed_on_resume(R)
+  local set = {}
+  for _, k in ipairs(M.RESUME_FIXED) do set[k] = true end
+  for _, k in ipairs(R.resume_fixed or {}) do set[k] = true end
+  return set
+end
+
+-- The saved config of a resumed run, with the explicitly given options
+-- (`given`) overriding it except the fixed ones (an error).  Returns the
+-- notes to print (empty when nothing was overridden).
+local function merge_saved_config(R, cfg, given, dir)
+  local saved = M.read_file(dir .. "/config.json")
+  if not saved then error(("resume: %s has no config.json"):format(dir), 0) end
+  local old, err = M.decode(saved)
+  if type(old) ~= "table" then
+    error(("resume: %s/config.json is not a JSON object (%s)"):format(dir, tostring(err)), 0)
+  end
+  local fixed, notes = fixed_on_resume(R), {}
+  local keys = {}
+  for k in pairs(old) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local v = old[k]
+    if k ~= "resume" and k ~= "out" then
+      if given and given[k] and cfg[k] ~= v then
+        if fixed[k] then
+          error(("resume: --%s=%s differs from the run's %s; it fixes the data, the model or " ..
+            "saved search state, so it cannot change on resume (start a new run instead)"):format(
+            k, tostring(cfg[k]), tostring(v)), 0)
+        end
+        notes[#notes + 1] = ("%s: resume: --%s=%s overrides the saved %s"):format(
+          R.name or "recipe", k, tostring(cfg[k]), tostring(v))
+      else
+        cfg[k] = v
+      end
+    end
+  end
+  return notes
+end
+
 --- Creates (or reopens, on resume) the run directory and returns a run
 -- object: run.dir, run.cfg, run:log(rec), run:save(state), run:load(),
 -- run:write_json(name, value), run:progress(total), run:stop_requested().
-function M.open_run(R, cfg)
+-- On resume (cfg.resume = DIR) the saved config.json is used, except the
+-- options in `given` (those typed on the command line): they override it
+-- with a printed note, and config.json is rewritten, unless they are in
+-- M.RESUME_FIXED / R.resume_fixed (then an error names the option).
+-- Temp files left by a killed process (`*.tmp`, `*.tmp.<pid>`) are removed.
+function M.open_run(R, cfg, given)
   local dir = cfg.resume or cfg.out
   local resumed = cfg.resume ~= nil
   if not dir then
@@ -279,25 +363,53 @@ function M.open_run(R, cfg)
     while M.exists(dir) do n = n + 1; dir = base .. "-" .. n end
   end
   M.mkdirs(dir)
+  local notes = {}
   if resumed then
-    local saved = M.read_file(dir .. "/config.json")
-    if not saved then error(("resume: %s has no config.json"):format(dir), 0) end
-    local old = assert(M.decode(saved))
-    for k, v in pairs(old) do if cfg[k] == nil or k ~= "resume" then cfg[k] = v end end
+    notes = merge_saved_config(R, cfg, given, dir)
     cfg.resume = dir
+    for f in lfs.dir(dir) do
+      if f:match("%.tmp$") or f:match("%.tmp%.%d+$") then os.remove(dir .. "/" .. f) end
+    end
   end
   cfg.out = dir
   local run = setmetatable({ dir = dir, cfg = cfg, resumed = resumed, quiet = cfg.quiet }, Run)
-  if not resumed then
+  if not resumed or #notes > 0 then
     local c = {}
     for k, v in pairs(cfg) do if k ~= "resume" then c[k] = v end end
     M.write_file(dir .. "/config.json", M.encode(c))
+  end
+  if not run.quiet then
+    for _, n in ipairs(notes) do print(n) end
   end
   run.logger = M.logger(dir .. "/log.jsonl", resumed)
   return run
 end
 
-function Run:log(rec) self.logger:log(rec) end
+local function value_str(v)
+  if v ~= v then return "NaN" end
+  return v > 0 and "+Inf" or "-Inf"
+end
+
+local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
+
+--- Appends a record to log.jsonl.  A record's integer `step` becomes
+-- run.step (the step a divergence message names).  A NaN or Inf in a
+-- field whose name contains "loss" raises the divergence error instead
+-- (the record is not written).
+function Run:log(rec)
+  local bad
+  for k, v in pairs(rec) do
+    if type(v) == "number" and type(k) == "string" and k:find("loss", 1, true) and not finite(v) then
+      if not bad or k < bad then bad = k end
+    end
+  end
+  if bad then
+    if math.type(rec.step) == "integer" then self.diverged_step = rec.step end
+    error(("divergence: the %s is %s"):format(bad, value_str(rec[bad])), 0)
+  end
+  if math.type(rec.step) == "integer" then self.step = rec.step end
+  self.logger:log(rec)
+end
 
 function Run:path(name) return self.dir .. "/" .. name end
 
@@ -305,18 +417,110 @@ function Run:write_json(name, value) M.write_file(self:path(name), M.encode(valu
 
 function Run:write_text(name, text) M.write_file(self:path(name), text) end
 
---- Atomic checkpoint of a table of tensors, numbers, strings (nasrt.save).
-function Run:save(state)
-  local ok, err = nasrt.save(self:path("checkpoint.nrck"), state)
-  if not ok then error("checkpoint: " .. tostring(err), 0) end
+-- every tensor of a nested table with its path ("model['cells.0.w']")
+local function collect_tensors(t, path, list, paths, seen)
+  if nasrt.is_tensor(t) then
+    list[#list + 1], paths[#paths + 1] = t, path
+  elseif type(t) == "table" and not seen[t] then
+    seen[t] = true
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b)
+      if type(a) == type(b) then return a < b end
+      return type(a) == "number"
+    end)
+    for _, k in ipairs(keys) do
+      local sub
+      if type(k) == "string" and k:match("^[%a_][%w_]*$") then
+        sub = path == "" and k or (path .. "." .. k)
+      else
+        sub = ("%s[%s]"):format(path, type(k) == "string" and ("%q"):format(k) or tostring(k))
+      end
+      collect_tensors(t[k], sub, list, paths, seen)
+    end
+  end
 end
 
---- The last checkpoint, or nil when there is none (or it is unreadable).
+--- Raises the divergence error when a tensor of `state` holds a NaN or an
+-- Inf (naming its path in the table), so poisoned weights never replace
+-- a good checkpoint.
+function M.check_finite(state)
+  local list, paths = {}, {}
+  collect_tensors(state, "", list, paths, {})
+  local ok, i, k, v = nasrt.F.all_finite(list)
+  if not ok then
+    error(("divergence: checkpoint not written: %s [%s] is %s at element %d"):format(paths[i],
+      table.concat(list[i]:shape(), ","), value_str(v), k), 0)
+  end
+end
+
+--- Atomic checkpoint of a table of tensors, numbers, strings (nasrt.save:
+-- temp file, fsync, rename; CRC-32 checked on load).  Refuses (divergence
+-- error) a state holding a NaN or an Inf.  The checkpoint it replaces
+-- stays as checkpoint.prev.nrck (a hard link), the fallback of Run:load.
+-- The checkpoint also records the log position and step (field `_run`),
+-- so a resume cuts log.jsonl back to what it held then.
+function Run:save(state)
+  local fine, err0 = pcall(M.check_finite, state)
+  if not fine then
+    self.diverged_step = self.step    -- the state after the last logged step
+    error(err0, 0)
+  end
+  local path, prev = self:path(CKPT), self:path(PREV)
+  local ck = {}
+  for k, v in pairs(state) do ck[k] = v end
+  ck._run = { log_bytes = self.logger.pos, step = self.step }
+  if M.exists(path) then
+    os.remove(prev)
+    lfs.link(path, prev)   -- best effort: without hard links there is no fallback
+  end
+  local ok, err = nasrt.save(path, ck)
+  if not ok then error("checkpoint: " .. tostring(err), 0) end
+  self.ckpt_step = self.step
+end
+
+--- The checkpoint to resume from, or nil when there is none.
+-- checkpoint.nrck is tried first; when it is unreadable (corrupt,
+-- truncated: the loader checks its CRC) the previous one,
+-- checkpoint.prev.nrck, is used with a printed note and the bad file is
+-- moved aside to checkpoint.bad.nrck.  When neither loads, an error names
+-- both files.  On the first load of a resumed run log.jsonl is cut back to
+-- the checkpoint's position (to nothing when there is no checkpoint: the
+-- run starts over), so steps redone after a kill are not logged twice.
 function Run:load()
-  local p = self:path("checkpoint.nrck")
-  if not M.exists(p) then return nil end
-  local st, err = nasrt.load(p)
-  if not st then error("resume: " .. tostring(err), 0) end
+  local errs, st, used = {}, nil, nil
+  for _, name in ipairs { CKPT, PREV } do
+    local p = self:path(name)
+    if M.exists(p) then
+      local v, err = nasrt.load(p)
+      if v then
+        st, used = v, name
+        break
+      end
+      errs[#errs + 1] = tostring(err)
+    end
+  end
+  if not st and #errs > 0 then
+    error(("resume: no usable checkpoint in %s: %s"):format(self.dir, table.concat(errs, "; ")), 0)
+  end
+  if st and used == PREV and #errs > 0 then
+    io.stderr:write(("resume: %s\nresume: using the previous checkpoint %s instead (the bad " ..
+      "file is kept as %s)\n"):format(errs[1], self:path(PREV), self:path(BAD)))
+    os.rename(self:path(CKPT), self:path(BAD))
+  end
+  local meta = st and st._run
+  if st then st._run = nil end
+  if self.resumed and not self.log_cut then
+    self.log_cut = true
+    local bytes = st and (meta and meta.log_bytes) or (not st and 0) or nil
+    if bytes then
+      self.logger:close()
+      M.truncate_file(self:path("log.jsonl"), bytes)
+      self.logger = M.logger(self:path("log.jsonl"), true)
+    end
+    self.step = meta and meta.step or nil
+    self.ckpt_step = self.step
+  end
   return st
 end
 
@@ -334,20 +538,54 @@ function Run:close() self.logger:close() end
 
 -- ---------------------------------------------------------------- main
 
+-- The message of a divergence error (a NaN or Inf loss, gradient or
+-- checkpoint tensor) with the step and the checkpoint kept; nil for any
+-- other error.  Also logs {kind = "diverged"}.
+local function divergence(R, run, e)
+  local what = type(e) == "string" and e:match("divergence: ([^\n]*)")
+  if not what then return nil end
+  local step = run.diverged_step or (run.step or 0) + 1
+  pcall(run.logger.log, run.logger, { kind = "diverged", step = step, error = what })
+  local name = R.name or "recipe"
+  local msg = ("%s: diverged at step %d: %s"):format(name, step, what)
+  local ck = M.exists(run:path(CKPT))
+  local hint
+  if ck then
+    hint = ("%s: the last good checkpoint%s is kept in %s; continue from it with other " ..
+      "settings, e.g. nasrt recipes/%s.lua --resume %s --lr=<smaller>"):format(name,
+      run.ckpt_step and (" (step %d)"):format(run.ckpt_step) or "", run:path(CKPT), name, run.dir)
+  else
+    hint = ("%s: no checkpoint was written before; start again with other settings " ..
+      "(e.g. a smaller --lr)"):format(name)
+  end
+  return msg, hint
+end
+
 --- Runs a recipe with a configuration table (specs): fills defaults, opens
 -- the run directory (cfg.out, or a fresh one under runs/) and calls
--- R.run(cfg, run).  Returns whatever R.run returns.
+-- R.run(cfg, run).  Returns whatever R.run returns.  With cfg.resume the
+-- other keys of cfg override the saved config (see open_run).  A
+-- divergence raises "<name>: diverged at step N: ...".
 function M.run(R, cfg)
+  local given = {}
+  for k in pairs(cfg or {}) do given[k] = true end
   cfg = M.with_defaults(R, cfg)
-  local run = M.open_run(R, cfg)
-  local res = table.pack(R.run(cfg, run))
+  local run = M.open_run(R, cfg, given)
+  local res = table.pack(pcall(R.run, cfg, run))
+  if not res[1] then
+    local msg = divergence(R, run, res[2])
+    run:close()
+    error(msg or res[2], 0)
+  end
   run:close()
-  return table.unpack(res, 1, res.n)
+  return table.unpack(res, 2, res.n)
 end
 
 --- Entry point used by the host for `nasrt recipes/x.lua [options]`.
+-- Exit status: 0 done, 2 bad options, 3 divergence (message on stderr,
+-- last good checkpoint kept), 130 interrupted (checkpoint written).
 function M.main(R, argv)
-  local ok, cfg, why = pcall(M.parse, R, argv)
+  local ok, cfg, why, given = pcall(M.parse, R, argv)
   if not ok then
     io.stderr:write(("%s: %s\n\n%s\n"):format(R.name or "recipe", cfg, M.usage(R)))
     os.exit(2)
@@ -357,9 +595,26 @@ function M.main(R, argv)
     return
   end
   if nasrt.catch_interrupt then nasrt.catch_interrupt(true) end
-  local run = M.open_run(R, cfg)
+  local okr, run = pcall(M.open_run, R, cfg, given)
+  if not okr then
+    io.stderr:write(("%s: %s\n"):format(R.name or "recipe", run))
+    os.exit(2)
+  end
   if not run.quiet then print(("%s: run directory %s"):format(R.name, run.dir)) end
-  local res = table.pack(R.run(cfg, run))
+  local res = table.pack(xpcall(R.run, function(e)
+    if type(e) == "string" and e:find("divergence: ", 1, true) then return e end
+    return debug.traceback(type(e) == "string" and e or tostring(e), 2)
+  end, cfg, run))
+  if not res[1] then
+    local msg, hint = divergence(R, run, res[2])
+    run:close()
+    if msg then
+      io.stderr:write(msg, "\n", hint, "\n")
+      os.exit(3)
+    end
+    io.stderr:write("nasrt: ", tostring(res[2]), "\n")
+    os.exit(1)
+  end
   run:close()
   if nasrt.catch_interrupt then nasrt.catch_interrupt(false) end
   if run.interrupted then
@@ -367,7 +622,7 @@ function M.main(R, argv)
       R.name, run.dir, run.dir))
     os.exit(130)
   end
-  return table.unpack(res, 1, res.n)
+  return table.unpack(res, 2, res.n)
 end
 
 return M

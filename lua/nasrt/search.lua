@@ -309,6 +309,53 @@ end
 
 function Base:_rebuild() end
 
+--- The archs the next steps of a searcher will score, without scoring
+-- them: the steps run with a stand-in score (`known(arch)` when it has the
+-- score, else 0) and callbacks off, then the searcher's state is put back
+-- as it was.  Collection stops after the first step when that step needs
+-- no unknown arch (nothing to prefetch), else once `want` unknown archs
+-- are found or `max_steps` steps ran.  Archs generated in a step do not
+-- depend on the scores of that step's own candidates in evolution, pareto
+-- and random, so the list is exact there; for REA cycles after the first
+-- it is a guess (a wrong guess costs an evaluation, never a result).
+-- nasrt.oneshot evaluates the list over the MPI ranks (nasrt.dist.map)
+-- before the real step, which then finds every score in its cache.
+-- @tparam Searcher s
+-- @tparam[opt] table opts {known = function(arch) -> score or nil,
+--   want = 1, max_steps = want}
+-- @treturn table list of distinct archs, in the order they would be scored
+function M.upcoming(s, opts)
+  opts = opts or {}
+  local known = opts.known or function() return nil end
+  local want = opts.want or 1
+  local max_steps = opts.max_steps or want
+  local pre = s:state()
+  local score, on_epoch, on_iteration = s.score, s.on_epoch, s.on_iteration
+  local found, seen = {}, {}
+  s.score = function(arch)
+    local sc, extra = known(arch)
+    if sc ~= nil then return sc, extra end
+    local k = keyof(arch)
+    if not seen[k] then
+      seen[k] = true
+      found[#found + 1] = copy_list(arch)
+    end
+    return 0
+  end
+  s.on_epoch, s.on_iteration = nil, nil
+  local ok, err = pcall(function()
+    for t = 1, max_steps do
+      if s:done() or #found >= want then break end
+      s:step()
+      if t == 1 and #found == 0 then break end
+    end
+  end)
+  s.score, s.on_epoch, s.on_iteration = score, on_epoch, on_iteration
+  s:set_state(pre)
+  if not ok then error(err, 0) end
+  return found
+end
+
 -- ---------------------------------------------------- SPOS evolution
 
 local Evolution = setmetatable({}, {__index = Base})

@@ -3,7 +3,7 @@
 # Usage: scripts/setup.sh [--bench]   (--bench adds python3-torch for bench/)
 set -e
 pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem lua-dkjson libopenblas-dev zlib1g-dev \
-dataset-fashion-mnist cmake make gcc libreadline-dev"
+dataset-fashion-mnist cmake make gcc libreadline-dev libopenmpi-dev openmpi-bin"
 [ "$1" = "--bench" ] && pkgs="$pkgs python3-torch python3-numpy"
 missing=""
 for p in $pkgs; do

@@ -848,8 +848,14 @@ function Session:search(name, searcher, total, on_step)
   while not searcher:done() do
     if self:_stop_now() then return nil end
     if par then
-      -- the candidates of the next step(s), scored over the ranks first
-      par.prefetch(search.upcoming(searcher, { known = par.known, want = dist.size() }))
+      -- the candidates of the next step(s), scored over the ranks first;
+      -- again while the next step still needs a score (its candidates can
+      -- depend on scores found in the same step, as evolution's first)
+      while true do
+        local up = search.upcoming(searcher, { known = par.known, want = dist.size() })
+        if #up == 0 then break end
+        par.prefetch(up)
+      end
     end
     local pre = searcher:state()
     local ok, a, b = guarded(searcher.step, searcher)

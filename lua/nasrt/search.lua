@@ -314,12 +314,14 @@ function Base:_rebuild() end
 -- score, else 0) and callbacks off, then the searcher's state is put back
 -- as it was.  Collection stops after the first step when that step needs
 -- no unknown arch (nothing to prefetch), else once `want` unknown archs
--- are found or `max_steps` steps ran.  Archs generated in a step do not
--- depend on the scores of that step's own candidates in evolution, pareto
--- and random, so the list is exact there; for REA cycles after the first
--- it is a guess (a wrong guess costs an evaluation, never a result).
--- nasrt.oneshot evaluates the list over the MPI ranks (nasrt.dist.map)
--- before the real step, which then finds every score in its cache.
+-- are found or `max_steps` steps ran.  Where a step's candidates depend
+-- on scores of that same step (evolution's first step breeds from the
+-- initial population it has just scored; REA cycles beyond the first
+-- listed) the later part of the list is a guess: score the list, then ask
+-- again with the new scores known, until nothing is missing (a wrong guess
+-- costs an evaluation, never changes a result).  nasrt.oneshot does this
+-- over the MPI ranks (nasrt.dist.map) before each real step, which then
+-- finds every score in its cache.
 -- @tparam Searcher s
 -- @tparam[opt] table opts {known = function(arch) -> score or nil,
 --   want = 1, max_steps = want}

@@ -392,6 +392,8 @@ end
 -- @treturn number accuracy in [0, 1]
 -- @treturn number validation loss
 function M.score(S, arch, D)
+  -- the same fixed batches on every rank: no synchronised batch norm
+  if dist.active() then return dist.independent(M.score, S, arch, D) end
   local model = S:eval_model(arch)
   local prep
   if S.kind == "elastic" then prep = function(x) return S:input(x, arch) end end
@@ -465,6 +467,9 @@ end
 -- @treturn number validation loss
 -- @treturn number final training loss
 function M.standalone(S, arch, D, cfg, idx, should_stop)
+  if dist.active() then -- whole batches on every rank: nothing to synchronise
+    return dist.independent(M.standalone, S, arch, D, cfg, idx, should_stop)
+  end
   nasrt.manual_seed(cfg.seed * 100003 + 7919 * idx)
   local net = S:fresh_model(arch)
   local opt = optim.SGD(net:parameters(), { lr = cfg.ranking_lr, momentum = 0.9, nesterov = true,

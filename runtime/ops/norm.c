@@ -7,10 +7,10 @@
 ** a serial sum), so results do not depend on the number of threads.
 **
 ** Synchronised batch norm (nr_dist_sync_bn(), data-parallel runs): the
-** training statistics are those of the global batch.  The forward sums
-** x per channel, all-reduces the sums and the count, then sums (x - mean)^2
-** about the global mean and all-reduces that (two passes, as the local
-** path); the backward all-reduces sum(g) and sum(g (x - mean)) before dx.
+** training statistics are those of the global batch.  The forward sums x
+** and x^2 per channel and all-reduces them with the count (one message);
+** the backward all-reduces sum(g) and sum(g (x - mean)) before dx (one
+** more).
 ** The weight and bias gradients stay the rank's own share (local sums), so
 ** the data-parallel gradient sum gives the whole batch's (PyTorch's
 ** SyncBatchNorm does the same).
@@ -334,25 +334,20 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     }
 }
 
-/* Synchronised path, pass 1: acc[c] = sum of x over the rank's batch. */
-static void bn_sum_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+/* Synchronised path, pass 1: red[c] = sum of x, red[C + c] = sum of x^2
+   over the rank's batch (in double). */
+static void bn_sums_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     bn_fwd *j = ctx;
-    const int64_t N = j->N, CS = j->C * j->S, S = j->S;
+    const int64_t N = j->N, C = j->C, CS = j->C * j->S, S = j->S;
     for (int64_t c = c0; c < c1; c++) {
-        double s = 0;
-        for (int64_t n = 0; n < N; n++) s += dsum(j->x + n * CS + c * S, S);
+        double s = 0, q = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *p = j->x + n * CS + c * S;
+            s += dsum(p, S);
+            q += dsumsq(p, S, 0.0);
+        }
         j->acc[c] = s;
-    }
-}
-
-/* pass 2: acc[c] = sum of (x - mean)^2 about the global mean. */
-static void bn_sumsq_task(void *ctx, int64_t c0, int64_t c1, int ith) {
-    bn_fwd *j = ctx;
-    const int64_t N = j->N, CS = j->C * j->S, S = j->S;
-    for (int64_t c = c0; c < c1; c++) {
-        double s = 0;
-        for (int64_t n = 0; n < N; n++) s += dsumsq(j->x + n * CS + c * S, S, j->mean[c]);
-        j->acc[c] = s;
+        j->acc[C + c] = q;
     }
 }
 
@@ -371,21 +366,28 @@ static void bn_out_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     }
 }
 
-/* The synchronised forward (training): three passes, two all-reduces. */
-static nr_status bn_fwd_sync(bn_fwd *j, double *red, int64_t grain) {
+/* The synchronised forward (training): local sums of x and x^2, one
+   all-reduce (with the count), then the output.  The variance is
+   sum(x^2)/M - mean^2 in double (one message instead of the two a
+   two-pass variance would need; batch-norm inputs are far from the
+   mean^2/var ~ 1e8 where this loses float32 digits). */
+static nr_status bn_fwd_sync(bn_fwd *j, int64_t grain) {
     const int64_t C = j->C;
-    nr_parallel_for(C, grain, bn_sum_task, j);
-    memcpy(red, j->acc, (size_t)C * sizeof(double));
-    red[C] = (double)j->N * (double)j->S;
-    nr_status st = nr_dist_allreduce_f64(red, C + 1);
+    double *red = j->acc; /* [2C + 1] */
+    nr_parallel_for(C, grain, bn_sums_task, j);
+    red[2 * C] = (double)j->N * (double)j->S;
+    nr_status st = nr_dist_allreduce_f64(red, 2 * C + 1);
     if (st != NR_OK) return st;
-    j->M = red[C];
+    j->M = red[2 * C];
     if (j->M <= 1)
         return nr_seterror(NR_ESHAPE, "batch_norm: expected more than 1 value per channel when "
                                       "training, got %g over all ranks", j->M);
-    for (int64_t c = 0; c < C; c++) j->mean[c] = red[c] / j->M;
-    nr_parallel_for(C, grain, bn_sumsq_task, j);
-    if ((st = nr_dist_allreduce_f64(j->acc, C)) != NR_OK) return st;
+    for (int64_t c = 0; c < C; c++) {
+        double mean = red[c] / j->M;
+        double ss = red[C + c] - j->M * mean * mean;
+        j->mean[c] = mean;
+        red[c] = ss > 0 ? ss : 0; /* the sum of squared deviations */
+    }
     nr_parallel_for(C, grain, bn_out_task, j);
     return NR_OK;
 }
@@ -512,8 +514,8 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
     nr_tensor *xc = nr_contig(x);
     if (!xc) return NR_ENOMEM;
     nr_tensor *y = nr_tensor_empty(x->ndim, x->ne);
-    /* mean[C], invstd[C], work[C] (the global count at [2C] afterwards),
-       and C + 1 more for the synchronised sums */
+    /* mean[C], invstd[C], work[C] (the global count at [2C] afterwards);
+       synchronised, the work is [2C + 1] */
     double *stats = malloc((size_t)(C > 0 ? C : 1) * (sync ? 4 : 3) * sizeof(double) + 8);
     float *fw = malloc((size_t)(C > 0 ? C : 1) * 3 * sizeof(float));
     if (!y || !stats || !fw) {
@@ -536,7 +538,7 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
         .sc = fw, .sh = fw + C, .mf = fw + 2 * C, .M = (double)N * (double)S,
     };
     if (sync) {
-        nr_status st = bn_fwd_sync(&j, stats + 3 * C, bn_grain(N * S));
+        nr_status st = bn_fwd_sync(&j, bn_grain(N * S));
         if (st != NR_OK) {
             nr_tensor_release(xc);
             nr_tensor_release(y);

@@ -3,8 +3,10 @@
 # Usage: scripts/setup.sh [--bench]   (--bench adds python3-torch for bench/)
 set -e
 pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem lua-dkjson libopenblas-dev zlib1g-dev \
-dataset-fashion-mnist cmake make gcc libreadline-dev libopenmpi-dev openmpi-bin"
+dataset-fashion-mnist cmake make gcc libreadline-dev"
 [ "$1" = "--bench" ] && pkgs="$pkgs python3-torch python3-numpy"
+# OpenMPI: nasrt.dist and mpirun (the build also works without it)
+pkgs="$pkgs libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

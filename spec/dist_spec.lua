@@ -105,6 +105,13 @@ describe("search.upcoming", function()
     end
   end)
 
+  it("evaluate_parallel scores every arch, in order, with its extra", function()
+    local scores, extras = search.evaluate_parallel({ { 1, 1, 1, 1 }, { 3, 2, 1, 1 } },
+      function(a) return score(a), { first = a[1] } end)
+    assert.same({ 10, 14 }, scores)  -- sum of gene * position
+    assert.same({ { first = 1 }, { first = 3 } }, extras)
+  end)
+
   it("looks several random-search steps ahead and stops when nothing is missing", function()
     local rnd = search.random { choices = choices, seed = 5, score = score, n = 6 }
     local up = search.upcoming(rnd, { want = 3 })

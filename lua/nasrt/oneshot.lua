@@ -822,8 +822,9 @@ function Session:scorer(fn, tag)
       for _, a in ipairs(archs) do
         if not self.state.cache[key_of(a)] then todo[#todo + 1] = a end
       end
-      local res = dist.map(todo, function(a) return fn(copy(a)) end)
-      for i, a in ipairs(todo) do store(a, res[i][1], res[i][2]) end
+      local scores, extras = search.evaluate_parallel(todo, fn)
+      for i, a in ipairs(todo) do store(a, scores[i], extras[i]) end
+      return #todo
     end,
     raw = fn, store = store,
   }
@@ -858,8 +859,7 @@ function Session:search(name, searcher, total, on_step)
       -- depend on scores found in the same step, as evolution's first)
       while true do
         local up = search.upcoming(searcher, { known = par.known, want = dist.size() })
-        if #up == 0 then break end
-        par.prefetch(up)
+        if #up == 0 or par.prefetch(up) == 0 then break end
       end
     end
     local pre = searcher:state()

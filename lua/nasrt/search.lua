@@ -309,6 +309,21 @@ end
 
 function Base:_rebuild() end
 
+--- Scores a list of archs spread over the MPI ranks (nasrt.dist.map:
+-- rank r scores archs r+1, r+1+N, ...; the results are all-gathered, so
+-- every rank returns the same lists).  One process: in order, here.
+-- @tparam table archs list of archs
+-- @tparam function score function(arch) -> number[, extra] (plain values)
+-- @treturn table scores[i]
+-- @treturn table extras[i] (nil where score gave none)
+function M.evaluate_parallel(archs, score)
+  local dist = require "nasrt.dist"
+  local res = dist.map(archs, function(a) return score(copy_list(a)) end)
+  local scores, extras = {}, {}
+  for i, r in ipairs(res) do scores[i], extras[i] = r[1], r[2] end
+  return scores, extras
+end
+
 --- The archs the next steps of a searcher will score, without scoring
 -- them: the steps run with a stand-in score (`known(arch)` when it has the
 -- score, else 0) and callbacks off, then the searcher's state is put back

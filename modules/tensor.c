@@ -931,6 +931,7 @@ NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     nrL_open_ckpt(L, lib, F);
     nrL_open_optim(L, lib, F);
     nrL_open_sampler(L, lib, F);
+    nrL_open_dist(L, lib, F);
     lua_pushvalue(L, F);
     lua_setfield(L, lib, "F");
     lua_pushstring(L, NR_VERSION);

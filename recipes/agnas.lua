@@ -168,8 +168,9 @@ local function make_data(cfg)
   if cfg.augment then aug.crop, aug.flip = 4, true end
   local function limit(n) return n > 0 and n or nil end
   local D = {}
-  D.train = nasrt.data.loader(tr, { batch_size = cfg.batch_size, shuffle = true, seed = cfg.seed,
-    augment = aug, limit = limit(cfg.train_limit) })
+  -- under mpirun each rank trains on its shard of every batch (nasrt.dist)
+  D.train = nasrt.dist.sharded(nasrt.data.loader(tr, { batch_size = cfg.batch_size,
+    shuffle = true, seed = cfg.seed, augment = aug, limit = limit(cfg.train_limit) }))
   D.val = nasrt.data.loader(va, { batch_size = cfg.batch_size, shuffle = false,
     augment = { mean = MEAN, std = STD }, limit = limit(cfg.val_limit) })
   D.val_set = va
@@ -426,6 +427,9 @@ local function train_loop(run, cfg, D, opt, sched, hooks, st, label)
         local x, y = D.train:next()
         local loss, correct = hooks.step(D.prep(x), y)
         local b = y:shape()[1]
+        local lb
+        lb, correct, b = nasrt.dist.sum(loss * b, correct, b) -- the global batch's (mpirun)
+        loss = lb / b
         step = step + 1
         sums = { sums[1] + loss * b, sums[2] + correct, sums[3] + b }
         run:log { kind = "step", phase = label, epoch = ep, step = step, loss = loss,

@@ -231,9 +231,9 @@ function R.run(cfg, run)
       if cfg.rank_by == "predictor" and predictor then
         v = predictor:predict(g)                       -- predicted accuracy
       else
-        v = -nasrt.no_grad(function()                   -- minus the minibatch loss
+        v = -nasrt.dist.mean(nasrt.no_grad(function()   -- minus the minibatch loss
           return F.cross_entropy(S:forward(x, g), y, ls):item()
-        end)
+        end))                                           -- (of the global batch, mpirun)
       end
       vals[i] = v
       local better = best_v == nil or (cfg.sampler == "bestup" and v > best_v)

@@ -144,6 +144,7 @@ function R.search(spec, cfg, run)
       w_opt:step()
       step = step + 1
       local acc = darts_arch.accuracy(logits, y)
+      loss, acc, vloss = nasrt.dist.mean(loss, acc, vloss) -- the global batch's (mpirun)
       meter.loss, meter.acc, meter.vloss, meter.n =
         meter.loss + loss, meter.acc + acc, meter.vloss + vloss, meter.n + 1
       run:log { kind = "step", epoch = epoch, step = step, lr = lr, train_loss = loss,

@@ -37,6 +37,7 @@
 local nasrt = require "nasrt"
 local oneshot = require "nasrt.oneshot"
 
+local dist = nasrt.dist
 local F, optim, search = nasrt.F, nasrt.optim, nasrt.search
 
 local R = {
@@ -55,6 +56,8 @@ R.defaults = oneshot.defaults({
   { "label_smoothing", 0.0, "label smoothing" },
   { "grad_clip", 0.0, "clip the accumulated gradient's L2 norm, 0 = off (kcyu2014's loop: 5)" },
   { "fair_batches", "same", "same: the m models share a minibatch | fresh: one batch each" },
+  { "paths_per_rank", false, "mpirun: each rank trains its share of the m paths on the whole " ..
+    "batch, gradients summed (default: every path on the rank's shard)" },
   { "search", "evolution", "evolution (SPOS' searcher) | nsga2 (accuracy vs FLOPs)" },
   { "flops_limit", 0.0, "search FLOPs limit in MFLOPs, 0 = median of the space, -1 = none" },
   { "evo_epochs", 4, "generations (SPOS: 20)" },
@@ -127,23 +130,35 @@ function R.run(cfg, run)
     step = function(_, next_batch)
       local archs = fair:sample()
       local counts = ses.state.extra.counts
+      -- mpirun --paths_per_rank: rank r trains paths r+1, r+1+N, ... on the
+      -- whole batch (its own batch-norm statistics are then the batch's)
+      local split = cfg.paths_per_rank and dist.active()
+      local sync_bn = split and dist.set_sync_bn(false)
       opt:zero_grad()
       local x, y
-      if cfg.fair_batches == "same" then x, y = next_batch() end
+      if cfg.fair_batches == "same" then x, y = next_batch(split) end
       local lsum, right, n = 0, 0, 0
-      for _, arch in ipairs(archs) do
-        if cfg.fair_batches == "fresh" then x, y = next_batch() end
-        local logits = net(x, arch)
-        local loss = F.cross_entropy(logits, y, { label_smoothing = cfg.label_smoothing })
-        loss:backward()              -- gradients accumulate over the m paths
-        lsum = lsum + loss:item()
-        right, n = right + oneshot.correct(logits, y), n + y:numel()
+      for i, arch in ipairs(archs) do
+        if cfg.fair_batches == "fresh" then x, y = next_batch(split) end
+        if not split or (i - 1) % dist.size() == dist.rank() then
+          local logits = net(x, arch)
+          local loss = F.cross_entropy(logits, y, { label_smoothing = cfg.label_smoothing })
+          loss:backward()              -- gradients accumulate over the m paths
+          lsum = lsum + loss:item()
+          right, n = right + oneshot.correct(logits, y), n + y:numel()
+        end
         for l, c in ipairs(arch) do counts[l][c] = counts[l][c] + 1 end
+      end
+      if split then
+        dist.set_sync_bn(sync_bn)
+        dist.sync_grads(params, "sum") -- the sum over all m paths, as one process
+        n = #archs * y:numel()
       end
       local gnorm
       if cfg.grad_clip > 0 then gnorm = optim.clip_grad_norm(params, cfg.grad_clip) end
       opt:step()
-      return { loss = lsum / #archs, acc = right / n, archs = archs, grad_norm = gnorm }
+      return { loss = lsum / #archs, acc = right / n, archs = archs, grad_norm = gnorm,
+               reduce = split and "sum" or nil }
     end,
     on_epoch = function()
       local counts = ses.state.extra.counts

@@ -106,6 +106,7 @@ function R.run(cfg, run)
       -- alphas: a fresh sample on a validation batch, gradients through h
       local xv, yv = data.val:next(true)
       local arch_loss = arch:step(x, y, data.prep(xv), yv, lr)
+      loss, arch_loss = nasrt.dist.mean(loss, arch_loss) -- the global batch's (mpirun)
       step = step + 1
       run:log { kind = "step", epoch = epoch, step = step, lr = lr, tau = net.tau,
                 train_loss = loss, arch_loss = arch_loss }

@@ -290,8 +290,10 @@ function R.run(cfg, run)
   local aug = { mean = MEAN, std = STD }
   if cfg.augment then aug.crop, aug.flip = 4, true end
   if cfg.cutout > 0 then aug.cutout = cfg.cutout end
-  local train = nasrt.data.loader(tr, { batch_size = cfg.batch_size, shuffle = true, seed = cfg.seed,
-    augment = aug, limit = cfg.train_limit > 0 and cfg.train_limit or nil })
+  -- under mpirun each rank trains on its shard of every batch (nasrt.dist)
+  local train = nasrt.dist.sharded(nasrt.data.loader(tr, { batch_size = cfg.batch_size,
+    shuffle = true, seed = cfg.seed, augment = aug,
+    limit = cfg.train_limit > 0 and cfg.train_limit or nil }))
   local test = nasrt.data.loader(te, { batch_size = math.max(cfg.batch_size, 128), shuffle = false,
     augment = { mean = MEAN, std = STD }, limit = cfg.test_limit > 0 and cfg.test_limit or nil })
   local function prep(x)
@@ -388,6 +390,9 @@ function R.run(cfg, run)
       opt:step()
       local b = y:shape()[1]
       local lv, c = loss:item(), n_correct(logits, y)
+      local lb
+      lb, c, b = nasrt.dist.sum(lv * b, c, b) -- the global batch's (mpirun)
+      lv = lb / b
       step = step + 1
       sums = { sums[1] + lv * b, sums[2] + c, sums[3] + b }
       run:log { kind = "step", epoch = ep, step = step, loss = lv, acc = c / b, lr = lr }

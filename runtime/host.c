@@ -16,6 +16,7 @@
 ** so long C ops stop too; Ctrl-C at the prompt discards the line.
 */
 #define _POSIX_C_SOURCE 200809L
+#include "dist.h"
 #include "luabind.h"
 
 #include <errno.h>
@@ -107,6 +108,9 @@ static void print_help(void) {
            "running chunk, Ctrl-D quits.  When standard input is not a terminal the\n"
            "REPL reads lines without prompts and exits with status 1 if any chunk\n"
            "failed.\n"
+           "\n"
+           "Under mpirun or srun each process is one rank of nasrt.dist (MPI); the\n"
+           "default thread count is then the cores divided by the ranks per machine.\n"
            "\n"
            "Environment: NASRT_THREADS (thread count); NASRT_LUA_DIR (the folder\n"
            "holding nasrt/*.lua) and NASRT_BUILD_DIR (the folder whose lua/ holds\n"
@@ -834,6 +838,22 @@ static int pmain(lua_State *L) {
         fflush(stdout);
     }
 
+    /* under mpirun / srun: MPI first (before the pool's threads), and by
+       default the cores shared among the ranks on this machine */
+    if (nr_dist_launched()) {
+        if (nr_dist_init() != NR_OK) {
+            l_message(progname, nr_lasterror());
+            return 0;
+        }
+        atexit(nr_dist_finalize); /* os.exit() from a script */
+        const char *env = getenv("NASRT_THREADS");
+        if (nthreads == 0 && !(env && env[0])) {
+            long cores = sysconf(_SC_NPROCESSORS_ONLN);
+            long per = cores / nr_dist_local_size();
+            nthreads = per >= 1 ? (int)per : 1;
+        }
+    }
+
     /* worker threads inherit a blocked SIGINT, so Ctrl-C reaches the main
        thread, the only one that may touch the lua_State */
     sigset_t ss, oldss;
@@ -881,6 +901,11 @@ int main(int argc, char **argv) {
     int status = lua_pcall(L, 2, 1, 0);
     int result = lua_toboolean(L, -1);
     report(L, status);
+    int ok = result && status == LUA_OK;
+    /* a failed rank ends the whole job, so the others do not wait in a
+       collective forever */
+    if (!ok) nr_dist_abort(EXIT_FAILURE);
     lua_close(L);
-    return (result && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
+    nr_dist_finalize();
+    return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -69,6 +69,7 @@ void nrL_open_data(lua_State *L, int lib, int F);   /* modules/bind_data.c */
 void nrL_open_ckpt(lua_State *L, int lib, int F);   /* modules/bind_ckpt.c */
 void nrL_open_optim(lua_State *L, int lib, int F);  /* modules/bind_optim.c */
 void nrL_open_sampler(lua_State *L, int lib, int F); /* modules/bind_sampler.c */
+void nrL_open_dist(lua_State *L, int lib, int F);   /* modules/bind_dist.c */
 /* __tostring of tensors, PyTorch-like (modules/print.c) */
 int nrL_tensor_tostring(lua_State *L);
 

@@ -7,6 +7,8 @@ pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem lua-dkjson libopenblas-dev 
 dataset-fashion-mnist cmake make gcc libreadline-dev graphviz librsvg2-bin"
 [ "$1" = "--bench" ] && pkgs="$pkgs python3-torch python3-numpy"
 [ "$1" = "--doc" ] && pkgs="$pkgs lua-ldoc"
+# OpenMPI: nasrt.dist and mpirun (the build also works without it)
+pkgs="$pkgs libopenmpi-dev openmpi-bin"
 missing=""
 for p in $pkgs; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -28,6 +28,13 @@
 -- running statistics that DARTS' throw-away virtual model would update are
 -- restored after the forward at w'; the other forwards update them on the
 -- real network, as in DARTS.
+--
+-- Data-parallel runs (nasrt.dist, mpirun): the search loaders hand out
+-- this rank's shard of each global batch; the virtual step and v of the
+-- second order use the gradients averaged over the ranks (so w', R and the
+-- perturbations are the whole batch's); everything else is linear in the
+-- per-rank pieces, which the alpha optimizer's step averages.  evaluate()
+-- splits the validation batches over the ranks and sums the results.
 -- @module nasrt.darts_arch
 -- @usage
 -- local darts_arch = require "nasrt.darts_arch"
@@ -37,6 +44,7 @@
 -- -- each step, before the weight step:
 -- local val_loss = arch:step(x_train, y_train, x_val, y_val, lr, w_opt)
 local nasrt = require "nasrt"
+local dist = require "nasrt.dist"
 
 local F = nasrt.F
 local optim = nasrt.optim
@@ -153,6 +161,7 @@ function Architect:_virtual_step(x, y, eta, w_opt)
   local W, net = self.weights, self.net
   zero_grads(W)
   frozen(self.alphas, function() self.loss(net, x, y):backward() end)
+  dist.allreduce_grads(W)
   local w0 = snapshot(W)
   local set = self:_virtual_settings(w_opt)
   nasrt.no_grad(function()
@@ -202,6 +211,7 @@ function Architect:gradient(xt, yt, xv, yv, eta, w_opt)
   local lv = self.loss(net, xv, yv)
   lv:backward()
   local val_loss = lv:item()
+  dist.allreduce_grads(W)
   local dalpha, v = grads(A), grads(W)
   zero_grads(W)
   zero_grads(A)
@@ -294,13 +304,14 @@ function M.search_data(cfg)
   if cfg.augment ~= false then aug.crop, aug.flip = 4, true end
   local function limit(n) return (n and n > 0) and n or nil end
   local bs, seed = cfg.batch_size or 64, cfg.seed or 0
+  -- under mpirun each rank keeps its shard of every batch (dist.sharded)
   local d = {
-    train = nasrt.data.loader(train_half, { batch_size = bs, seed = seed, augment = aug,
-                                            limit = limit(cfg.train_limit) }),
-    val = nasrt.data.loader(val_half, { batch_size = bs, seed = seed + 7919, augment = aug,
-                                        limit = limit(cfg.val_limit) }),
-    eval = nasrt.data.loader(val_half, { batch_size = bs, shuffle = false, augment = norm,
-                                         limit = limit(cfg.val_limit) }),
+    train = dist.sharded(nasrt.data.loader(train_half, { batch_size = bs, seed = seed,
+      augment = aug, limit = limit(cfg.train_limit) })),
+    val = dist.sharded(nasrt.data.loader(val_half, { batch_size = bs, seed = seed + 7919,
+      augment = aug, limit = limit(cfg.val_limit) })),
+    eval = dist.sharded(nasrt.data.loader(val_half, { batch_size = bs, shuffle = false,
+      augment = norm, limit = limit(cfg.val_limit) })),
     in_channels = shape[1], classes = ds:classes(), native = shape[2],
   }
   d.n_train, d.n_val = d.train:size(), d.val:size()
@@ -336,6 +347,7 @@ end
 -- @treturn number mean loss
 -- @treturn number accuracy
 function M.evaluate(net, loader, prep)
+  dist.average_buffers(net)
   net:eval()
   local ok, loss, acc = pcall(nasrt.no_grad, function()
     local sl, sa, n = 0, 0, 0
@@ -348,6 +360,7 @@ function M.evaluate(net, loader, prep)
       sa = sa + M.accuracy(logits, y) * b
       n = n + b
     end
+    sl, sa, n = dist.sum(sl, sa, n) -- each rank saw its shard of every batch
     return sl / math.max(n, 1), sa / math.max(n, 1)
   end)
   net:train()
@@ -370,6 +383,7 @@ end
 -- @tparam table parts {net=, w_opt=, a_opt=, train=, val=}
 -- @tparam table pos {epoch=, step=, epoch_done=, ...} (numbers, strings, booleans)
 function M.save_checkpoint(run, parts, pos)
+  dist.average_buffers(parts.net)
   run:save {
     format = "nasrt.darts_search", version = 1,
     pos = pos,
@@ -446,7 +460,7 @@ function M.write_architecture(run, method, genotype, extra, render)
   run:write_text("genotype.txt", text .. "\n")
   for _, which in ipairs { "normal", "reduce" } do
     run:write_text(which .. ".dot", supernet.genotype_dot(genotype, which))
-    if render and dot_available() then
+    if render and not run.muted and dot_available() then
       os.execute(("dot -Tsvg %s -o %s >/dev/null 2>&1"):format(
         shell_quote(run:path(which .. ".dot")), shell_quote(run:path(which .. ".svg"))))
     end

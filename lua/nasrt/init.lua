@@ -20,11 +20,8 @@ nasrt.search = require "nasrt.search"
 nasrt.supernet = require "nasrt.supernet"
 nasrt.interop = require "nasrt.interop"
 
---- Distributed helpers; a single process is rank 0 of 1 (issue 9 adds MPI).
-nasrt.dist = nasrt.dist or {
-  rank = function() return 0 end,
-  size = function() return 1 end,
-}
+--- Data-parallel helpers over MPI (rank 0 of 1 without MPI or mpirun).
+nasrt.dist = require "nasrt.dist"
 
 -- Modules that need the whole library load on first use: nasrt.recipe
 -- (run directories, options), nasrt.run (reading a run directory back),

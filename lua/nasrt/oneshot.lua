@@ -25,9 +25,19 @@
 -- checkpoint) or from samplers whose state is saved, and every batch is a
 -- pure function of (seed, epoch, index), so `--resume RUNDIR` gives the
 -- numbers of an uninterrupted run bit for bit.
+--
+-- Data-parallel runs (nasrt.dist, mpirun): each training step takes this
+-- rank's shard of the global batch (`Session:batch`), the optimizer
+-- averages the gradients, the logged loss and accuracy are the global
+-- batch's; search phases evaluate the candidates of each step spread over
+-- the ranks (`search.upcoming` finds them, `dist.map` scores them, every
+-- rank caches every score), and the ranking phase trains its stand-alone
+-- paths in parallel.  The supernet's BN running statistics are averaged
+-- over the ranks before checkpoints when batch norm is per rank.
 -- @module nasrt.oneshot
 local nasrt = require "nasrt"
 local recipe = require "nasrt.recipe"
+local dist = require "nasrt.dist"
 
 local nn, optim, F = nasrt.nn, nasrt.optim, nasrt.F
 local search, supernet, bench = nasrt.search, nasrt.supernet, nasrt.bench
@@ -382,6 +392,8 @@ end
 -- @treturn number accuracy in [0, 1]
 -- @treturn number validation loss
 function M.score(S, arch, D)
+  -- the same fixed batches on every rank: no synchronised batch norm
+  if dist.active() then return dist.independent(M.score, S, arch, D) end
   local model = S:eval_model(arch)
   local prep
   if S.kind == "elastic" then prep = function(x) return S:input(x, arch) end end
@@ -435,6 +447,7 @@ end
 -- nasrt.optim has only norm clipping, so this composes relu:
 -- g - relu(g - v) + relu(-g - v).
 function M.clip_grad_value(params, v)
+  dist.sync_grads(params) -- data-parallel: clip the global batch's gradients
   nasrt.no_grad(function()
     for _, p in ipairs(params) do
       local g = p.grad
@@ -454,6 +467,9 @@ end
 -- @treturn number validation loss
 -- @treturn number final training loss
 function M.standalone(S, arch, D, cfg, idx, should_stop)
+  if dist.active() then -- whole batches on every rank: nothing to synchronise
+    return dist.independent(M.standalone, S, arch, D, cfg, idx, should_stop)
+  end
   nasrt.manual_seed(cfg.seed * 100003 + 7919 * idx)
   local net = S:fresh_model(arch)
   local opt = optim.SGD(net:parameters(), { lr = cfg.ranking_lr, momentum = 0.9, nesterov = true,
@@ -645,6 +661,7 @@ end
 
 --- Writes the checkpoint (atomic: nasrt.save writes a temp file and renames).
 function Session:save()
+  if self.net then dist.average_buffers(self.net) end
   local ck = { version = CKPT_VERSION, state = self.state, rng = nasrt.get_rng_state() }
   if self.net then ck.model = self.net:state_dict() end
   if self.opt then ck.opt = self.opt:state_dict() end
@@ -697,9 +714,12 @@ function Session:finish(phase)
   self:save()
 end
 
---- The next training batch (wrapping over epochs), resized.
-function Session:batch()
+--- The next training batch (wrapping over epochs), resized: this rank's
+-- shard of it under mpirun, the whole batch with `whole` = true (every
+-- rank draws every batch, so the loaders stay in step).
+function Session:batch(whole)
   local x, y = self.loader:next(true)
+  if not whole then x, y = dist.shard(x, y) end
   return M.resize(x, self.size), y
 end
 
@@ -716,7 +736,7 @@ function Session:train(opts)
   local len = #self.loader
   st.phase = "train"
   local p = self.run:progress(total, { start = st.step })
-  local next_batch = function() return self:batch() end
+  local next_batch = function(whole) return self:batch(whole) end
   self.net:train()
   while st.step < total do
     if self:_stop_now() then return false end
@@ -724,6 +744,15 @@ function Session:train(opts)
     local lr = opts.lr(t - 1)
     self.opt:set_lr(lr)
     local rec = opts.step(t, next_batch)
+    if dist.active() then
+      -- the global batch's numbers: means of the ranks' shards, or sums
+      -- when the step says its numbers are shares (rec.reduce = "sum")
+      local f = rec.reduce == "sum" and dist.sum or dist.mean
+      local acc
+      rec.loss, acc = f(rec.loss, rec.acc or 0)
+      if rec.acc then rec.acc = acc end
+    end
+    rec.reduce = nil
     st.step = t
     st.losses[t] = rec.loss
     local e = st.epoch_sum
@@ -766,18 +795,41 @@ end
 -- step; the session saves the searcher's state from before the step and
 -- the cache, so the resumed step recomputes nothing it already had.
 function Session:scorer(fn, tag)
-  return function(arch)
-    local key = key_of(arch)
-    local c = self.state.cache[key]
-    if c then return c.score, c.extra end
-    if self.run:stop_requested() then error(STOP, 0) end
-    local s, extra = fn(arch)
-    self.state.cache[key] = { score = s, extra = extra }
+  local function store(arch, s, extra)
+    self.state.cache[key_of(arch)] = { score = s, extra = extra }
     local rec = { event = "eval", phase = tag, arch = copy(arch), score = s }
     for k, v in pairs(extra or {}) do rec[k] = v end
     self.run:log(rec)
+  end
+  local score = function(arch)
+    local c = self.state.cache[key_of(arch)]
+    if c then return c.score, c.extra end
+    if self.run:stop_requested() then error(STOP, 0) end
+    local s, extra = fn(arch)
+    store(arch, s, extra)
     return s, extra
   end
+  -- data-parallel: what Session:search and Session:ranking need to score
+  -- archs over the ranks and cache the results on every rank
+  self._scorers = self._scorers or setmetatable({}, { __mode = "k" })
+  self._scorers[score] = {
+    known = function(arch)
+      local c = self.state.cache[key_of(arch)]
+      if c then return c.score, c.extra end
+    end,
+    -- scores the archs not cached yet, spread over the ranks
+    prefetch = function(archs)
+      local todo = {}
+      for _, a in ipairs(archs) do
+        if not self.state.cache[key_of(a)] then todo[#todo + 1] = a end
+      end
+      local scores, extras = search.evaluate_parallel(todo, fn)
+      for i, a in ipairs(todo) do store(a, scores[i], extras[i]) end
+      return #todo
+    end,
+    raw = fn, store = store,
+  }
+  return score
 end
 
 local function guarded(fn, ...)
@@ -800,8 +852,18 @@ function Session:search(name, searcher, total, on_step)
   st.phase = name
   rec = rec or { steps = 0 }
   local p = self.run:progress(total, { start = rec.steps })
+  local par = dist.active() and self._scorers and self._scorers[searcher.score]
   while not searcher:done() do
     if self:_stop_now() then return nil end
+    if par then
+      -- the candidates of the next step(s), scored over the ranks first;
+      -- again while the next step still needs a score (its candidates can
+      -- depend on scores found in the same step, as evolution's first)
+      while true do
+        local up = search.upcoming(searcher, { known = par.known, want = dist.size() })
+        if #up == 0 or par.prefetch(up) == 0 then break end
+      end
+    end
     local pre = searcher:state()
     local ok, a, b = guarded(searcher.step, searcher)
     if not ok then
@@ -852,15 +914,40 @@ function Session:ranking(S, D, score_fn)
   end
   local p = self.run:progress(#R.archs, { start = #R.rows })
   local stop = function() return self.run:stop_requested() end
+  -- data-parallel: rows computed dist.size() at a time, one per rank
+  local par = dist.active() and self._scorers and self._scorers[score_fn]
+  local done_rows = {}
   for i = #R.rows + 1, #R.archs do
     if self:_stop_now() then return nil end
     local arch = R.archs[i]
-    local ok, sup = guarded(score_fn, arch)
-    if not ok then
-      if sup == STOP then self:_interrupt("interrupt"); return nil end
-      error(sup, 0)
+    if par and not done_rows[i] then
+      local idx = {}
+      for k = i, math.min(#R.archs, i + dist.size() - 1) do idx[#idx + 1] = k end
+      local res = dist.map(idx, function(k)
+        local a = R.archs[k]
+        local c = par.known(a)
+        local sup, extra = c, nil
+        if sup == nil then sup, extra = par.raw(copy(a)) end
+        return sup, extra, c == nil, M.standalone(S, a, D, cfg, k)
+      end)
+      for j, k in ipairs(idx) do
+        local r = res[j]
+        if r[3] then par.store(R.archs[k], r[1], r[2]) end
+        done_rows[k] = { r[1], r[4], r[5], r[6] }
+      end
     end
-    local alone, vloss, tloss = M.standalone(S, arch, D, cfg, i, stop)
+    local alone, vloss, tloss, sup
+    if done_rows[i] then
+      sup, alone, vloss, tloss = table.unpack(done_rows[i], 1, 4)
+    else
+      local ok
+      ok, sup = guarded(score_fn, arch)
+      if not ok then
+        if sup == STOP then self:_interrupt("interrupt"); return nil end
+        error(sup, 0)
+      end
+      alone, vloss, tloss = M.standalone(S, arch, D, cfg, i, stop)
+    end
     if not alone then self:_interrupt("interrupt"); return nil end
     local row = { arch = copy(arch), supernet = sup, standalone = alone, standalone_loss = vloss,
       train_loss = tloss, mflops = S:mflops(arch), text = S:describe(arch).text }

@@ -11,6 +11,12 @@
 --
 -- Parameters are given as a list of tensors or as a list of groups
 -- `{params = {...}, lr = ...}` whose own settings override the defaults.
+--
+-- Data-parallel runs (nasrt.dist, mpirun): `step()` first averages the
+-- gradients of its parameters over the ranks through one flat buffer
+-- (unless `clip_grad_norm` already did for this step, or the optimizer's
+-- field `dist_sync` is false); a parameter that has a gradient on any rank
+-- then has one on all, so every rank makes the same update.
 -- @module nasrt.optim
 -- @usage
 -- local opt = optim.SGD(net:parameters(), {lr = 0.1, momentum = 0.9, nesterov = true,
@@ -26,6 +32,7 @@
 --   sched:step()
 -- end
 local core = require "nasrt.core"
+local dist = require "nasrt.dist"
 local C = assert(core._optim, "nasrt.optim: the C core lacks _optim (bind_optim.c not built)")
 
 local optim = {}
@@ -146,6 +153,16 @@ function Optimizer:_check_group() end
 function Optimizer:zero_grad()
   for _, g in ipairs(self.param_groups) do
     for _, p in ipairs(g.params) do p:zero_grad() end
+  end
+  if dist.active() then dist.consumed(self:parameters()) end
+end
+
+-- data-parallel: the gradients of the whole batch before the update
+local function sync_before_step(self)
+  if self.dist_sync ~= false and dist.active() then
+    local ps = self:parameters()
+    dist.sync_grads(ps)
+    dist.consumed(ps)
   end
 end
 
@@ -342,6 +359,7 @@ end
 function SGD:step(closure)
   local loss
   if closure then loss = closure() end
+  sync_before_step(self)
   self:check_finite()
   local step = C.sgd_step
   for _, g in ipairs(self.param_groups) do
@@ -401,6 +419,7 @@ end
 function Adam:step(closure)
   local loss
   if closure then loss = closure() end
+  sync_before_step(self)
   self:check_finite()
   local step = C.adam_step
   local decoupled = self._decoupled
@@ -444,12 +463,15 @@ function optim.grad_norm(params, norm_type)
 end
 
 --- torch.nn.utils.clip_grad_norm_: scales all gradients by
--- min(1, max_norm / (total_norm + 1e-6)).
+-- min(1, max_norm / (total_norm + 1e-6)).  In a data-parallel run the
+-- gradients are averaged over the ranks first (the norm is the global
+-- batch's), and the next optimizer step does not average them again.
 -- @tparam {tensor,...} params
 -- @tparam number max_norm
 -- @tparam[opt=2] number norm_type
 -- @treturn number the total norm before clipping
 function optim.clip_grad_norm(params, max_norm, norm_type)
+  if dist.active() then dist.sync_grads(params) end
   return C.clip_grad_norm(params, max_norm, norm_type)
 end
 

@@ -15,6 +15,7 @@
 -- tiny configuration instead.
 -- @module nasrt.recipe
 local nasrt = require "nasrt"
+local dist = require "nasrt.dist"
 local json = require "dkjson"
 local lfs = require "lfs"
 
@@ -353,7 +354,7 @@ end
 -- with a printed note, and config.json is rewritten, unless they are in
 -- M.RESUME_FIXED / R.resume_fixed (then an error names the option).
 -- Temp files left by a killed process (`*.tmp`, `*.tmp.<pid>`) are removed.
-function M.open_run(R, cfg, given)
+local function open_local(R, cfg, given)
   local dir = cfg.resume or cfg.out
   local resumed = cfg.resume ~= nil
   if not dir then
@@ -535,6 +536,38 @@ end
 function Run:stop_requested() return nasrt.interrupted and nasrt.interrupted() or false end
 
 function Run:close() self.logger:close() end
+
+-- ------------------------------------------------- data-parallel runs
+
+-- The run object of ranks other than 0 (nasrt.dist): same directory and
+-- configuration, reads work (resume), writes and prints do nothing.
+local Muted = setmetatable({}, { __index = Run })
+Muted.__index = Muted
+function Muted.log() end
+function Muted.write_json() end
+function Muted.write_text() end
+function Muted.save() end
+function Muted.close() end
+
+--- Creates (or reopens, on resume) the run directory and returns a run
+-- object (see open_local above).  Under mpirun only rank 0 touches the
+-- directory; the other ranks get its name and configuration (broadcast),
+-- `run.muted = true`, and cfg.quiet.
+function M.open_run(R, cfg, given)
+  if dist.size() == 1 then return open_local(R, cfg, given) end
+  local ok, run
+  if dist.is_main() then ok, run = pcall(open_local, R, cfg, given) end
+  local info = dist.broadcast_value(dist.is_main() and
+    { ok = ok, err = not ok and tostring(run) or nil, cfg = ok and run.cfg or nil,
+      dir = ok and run.dir or nil, resumed = ok and run.resumed or nil } or nil)
+  if not info.ok then error(info.err, 0) end
+  if dist.is_main() then return run end
+  for k, v in pairs(info.cfg) do cfg[k] = v end
+  cfg.quiet = true
+  return setmetatable({ dir = info.dir, cfg = cfg, resumed = info.resumed, quiet = true,
+                        muted = true, logger = { log = function() end, close = function() end } },
+                      Muted)
+end
 
 -- ---------------------------------------------------------------- main
 

@@ -309,6 +309,70 @@ end
 
 function Base:_rebuild() end
 
+--- Scores a list of archs spread over the MPI ranks (nasrt.dist.map:
+-- rank r scores archs r+1, r+1+N, ...; the results are all-gathered, so
+-- every rank returns the same lists).  One process: in order, here.
+-- @tparam table archs list of archs
+-- @tparam function score function(arch) -> number[, extra] (plain values)
+-- @treturn table scores[i]
+-- @treturn table extras[i] (nil where score gave none)
+function M.evaluate_parallel(archs, score)
+  local dist = require "nasrt.dist"
+  local res = dist.map(archs, function(a) return score(copy_list(a)) end)
+  local scores, extras = {}, {}
+  for i, r in ipairs(res) do scores[i], extras[i] = r[1], r[2] end
+  return scores, extras
+end
+
+--- The archs the next steps of a searcher will score, without scoring
+-- them: the steps run with a stand-in score (`known(arch)` when it has the
+-- score, else 0) and callbacks off, then the searcher's state is put back
+-- as it was.  Collection stops after the first step when that step needs
+-- no unknown arch (nothing to prefetch), else once `want` unknown archs
+-- are found or `max_steps` steps ran.  Where a step's candidates depend
+-- on scores of that same step (evolution's first step breeds from the
+-- initial population it has just scored; REA cycles beyond the first
+-- listed) the later part of the list is a guess: score the list, then ask
+-- again with the new scores known, until nothing is missing (a wrong guess
+-- costs an evaluation, never changes a result).  nasrt.oneshot does this
+-- over the MPI ranks (nasrt.dist.map) before each real step, which then
+-- finds every score in its cache.
+-- @tparam Searcher s
+-- @tparam[opt] table opts {known = function(arch) -> score or nil,
+--   want = 1, max_steps = want}
+-- @treturn table list of distinct archs, in the order they would be scored
+function M.upcoming(s, opts)
+  opts = opts or {}
+  local known = opts.known or function() return nil end
+  local want = opts.want or 1
+  local max_steps = opts.max_steps or want
+  local pre = s:state()
+  local score, on_epoch, on_iteration = s.score, s.on_epoch, s.on_iteration
+  local found, seen = {}, {}
+  s.score = function(arch)
+    local sc, extra = known(arch)
+    if sc ~= nil then return sc, extra end
+    local k = keyof(arch)
+    if not seen[k] then
+      seen[k] = true
+      found[#found + 1] = copy_list(arch)
+    end
+    return 0
+  end
+  s.on_epoch, s.on_iteration = nil, nil
+  local ok, err = pcall(function()
+    for t = 1, max_steps do
+      if s:done() or #found >= want then break end
+      s:step()
+      if t == 1 and #found == 0 then break end
+    end
+  end)
+  s.score, s.on_epoch, s.on_iteration = score, on_epoch, on_iteration
+  s:set_state(pre)
+  if not ok then error(err, 0) end
+  return found
+end
+
 -- ---------------------------------------------------- SPOS evolution
 
 local Evolution = setmetatable({}, {__index = Base})

@@ -5,7 +5,17 @@
 ** Every reduction runs wholly inside one task in a fixed order (channels for
 ** batch norm, rows or column blocks for softmax, rows for cross entropy, then
 ** a serial sum), so results do not depend on the number of threads.
+**
+** Synchronised batch norm (nr_dist_sync_bn(), data-parallel runs): the
+** training statistics are those of the global batch.  The forward sums x
+** and x^2 per channel and all-reduces them with the count (one message);
+** the backward all-reduces sum(g) and sum(g (x - mean)) before dx (one
+** more).
+** The weight and bias gradients stay the rank's own share (local sums), so
+** the data-parallel gradient sum gives the whole batch's (PyTorch's
+** SyncBatchNorm does the same).
 */
+#include "dist.h"
 #include "nasrt.h"
 
 #include <math.h>
@@ -139,13 +149,14 @@ typedef struct {
     double *acc;             /* [C] work */
     float *sc, *sh;          /* [C] work: y = (x - mean) * sc + sh */
     float *mf;               /* [C] mean as float */
+    double M;                /* values per channel (all ranks when synchronised) */
 } bn_fwd;
 
 /* Per-channel finish of the statistics: invstd, running stats, and the
    affine coefficients y = (x - mf) * sc + sh. */
 static void bn_fwd_coef(bn_fwd *j, int64_t c, double sumsq) {
     if (j->training) {
-        double M = (double)j->N * (double)j->S, m = j->momentum;
+        double M = j->M, m = j->momentum;
         j->invstd[c] = 1.0 / sqrt(sumsq / M + j->eps);
         if (j->rm) {
             float *r = j->rm + c * j->rms;
@@ -243,12 +254,13 @@ typedef struct {
     const double *mean, *invstd;
     double *sg, *sgx;     /* [C] work */
     float *k1, *k2, *k3, *mf; /* [C] work */
+    double M;                 /* values per channel (all ranks when synchronised) */
 } bn_bwd;
 
 /* Per-channel gradient coefficients: dx = k1 * g + k2 * (x - mf) + k3, and
    the weight/bias gradients, from sg = sum(g), sgx = sum(g * (x - mean)). */
 static void bn_bwd_coef(bn_bwd *j, int64_t c, double sg, double sgx) {
-    const double M = (double)j->N * (double)j->S;
+    const double M = j->M;
     double is = j->invstd[c];
     if (j->gw) j->gw[c] += (float)(sgx * is);
     if (j->gb) j->gb[c] += (float)sg;
@@ -322,6 +334,93 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     }
 }
 
+/* Synchronised path, pass 1: red[c] = sum of x, red[C + c] = sum of x^2
+   over the rank's batch (in double). */
+static void bn_sums_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    bn_fwd *j = ctx;
+    const int64_t N = j->N, C = j->C, CS = j->C * j->S, S = j->S;
+    for (int64_t c = c0; c < c1; c++) {
+        double s = 0, q = 0;
+        for (int64_t n = 0; n < N; n++) {
+            const float *p = j->x + n * CS + c * S;
+            s += dsum(p, S);
+            q += dsumsq(p, S, 0.0);
+        }
+        j->acc[c] = s;
+        j->acc[C + c] = q;
+    }
+}
+
+/* pass 3: coefficients from the global sums, running stats, output. */
+static void bn_out_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    bn_fwd *j = ctx;
+    const int64_t N = j->N, CS = j->C * j->S, S = j->S;
+    for (int64_t c = c0; c < c1; c++) {
+        bn_fwd_coef(j, c, j->acc[c]);
+        const float m = j->mf[c], sc = j->sc[c], sh = j->sh[c];
+        for (int64_t n = 0; n < N; n++) {
+            const float *xp = j->x + n * CS + c * S;
+            float *yp = j->y + n * CS + c * S;
+            for (int64_t i = 0; i < S; i++) yp[i] = (xp[i] - m) * sc + sh;
+        }
+    }
+}
+
+/* The synchronised forward (training): local sums of x and x^2, one
+   all-reduce (with the count), then the output.  The variance is
+   sum(x^2)/M - mean^2 in double (one message instead of the two a
+   two-pass variance would need; batch-norm inputs are far from the
+   mean^2/var ~ 1e8 where this loses float32 digits). */
+static nr_status bn_fwd_sync(bn_fwd *j, int64_t grain) {
+    const int64_t C = j->C;
+    double *red = j->acc; /* [2C + 1] */
+    nr_parallel_for(C, grain, bn_sums_task, j);
+    red[2 * C] = (double)j->N * (double)j->S;
+    nr_status st = nr_dist_allreduce_f64(red, 2 * C + 1);
+    if (st != NR_OK) return st;
+    j->M = red[2 * C];
+    if (j->M <= 1)
+        return nr_seterror(NR_ESHAPE, "batch_norm: expected more than 1 value per channel when "
+                                      "training, got %g over all ranks", j->M);
+    for (int64_t c = 0; c < C; c++) {
+        double mean = red[c] / j->M;
+        double ss = red[C + c] - j->M * mean * mean;
+        j->mean[c] = mean;
+        red[c] = ss > 0 ? ss : 0; /* the sum of squared deviations */
+    }
+    nr_parallel_for(C, grain, bn_out_task, j);
+    return NR_OK;
+}
+
+/* Synchronised backward, pass 1: the rank's sg, sgx and its share of the
+   weight and bias gradients. */
+static void bn_bwd_sums_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    bn_bwd *j = ctx;
+    const int64_t N = j->N, CS = j->C * j->S, S = j->S;
+    for (int64_t c = c0; c < c1; c++) {
+        double sg = 0, sgx = 0;
+        for (int64_t n = 0; n < N; n++)
+            dsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, j->mean[c], &sg, &sgx);
+        j->sg[c] = sg;
+        j->sgx[c] = sgx;
+        if (j->gw) j->gw[c] += (float)(sgx * j->invstd[c]);
+        if (j->gb) j->gb[c] += (float)sg;
+    }
+}
+
+/* pass 2: dx from the global sums (gw, gb are NULL here). */
+static void bn_bwd_dx_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    bn_bwd *j = ctx;
+    const int64_t N = j->N, CS = j->C * j->S, S = j->S;
+    for (int64_t c = c0; c < c1; c++) {
+        bn_bwd_coef(j, c, j->sg[c], j->sgx[c]);
+        for (int64_t n = 0; n < N; n++) {
+            int64_t o = n * CS + c * S;
+            bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
+        }
+    }
+}
+
 static int64_t bn_grain(int64_t per_channel) {
     int64_t g = 32768 / (per_channel > 0 ? per_channel : 1);
     return g < 1 ? 1 : g;
@@ -354,10 +453,21 @@ static nr_status bn_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *cons
     j.k2 = fw + C;
     j.k3 = fw + 2 * C;
     j.mf = fw + 3 * C;
-    nr_parallel_for(C, bn_grain(N * S), bn_bwd_task, &j);
+    j.M = (double)N * (double)S;
+    nr_status st = NR_OK;
+    if (nd->p.i[1]) { /* synchronised: every rank's sums before dx */
+        j.M = stats[2 * C];
+        nr_parallel_for(C, bn_grain(N * S), bn_bwd_sums_task, &j);
+        if (j.gx && (st = nr_dist_allreduce_f64(j.sg, 2 * C)) == NR_OK) {
+            j.gw = j.gb = NULL;
+            nr_parallel_for(C, bn_grain(N * S), bn_bwd_dx_task, &j);
+        }
+    } else {
+        nr_parallel_for(C, bn_grain(N * S), bn_bwd_task, &j);
+    }
     free(work);
     nr_tensor_release(g);
-    return NR_OK;
+    return st;
 }
 
 static nr_status bn_check_vec(const char *what, const nr_tensor *v, const nr_tensor *x) {
@@ -390,12 +500,13 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
         return nr_seterror(NR_EUSAGE, "batch_norm: eps must be >= 0, got %g", p->eps);
     int64_t N = x->ne[0], C = x->ne[1], S = 1;
     for (int i = 2; i < x->ndim; i++) S *= x->ne[i];
-    if (p->training) {
+    const int sync = p->training && nr_dist_sync_bn();
+    if (p->training && !sync) {
         if (N * S <= 1)
             return nr_seterror(NR_ESHAPE,
                                "batch_norm: expected more than 1 value per channel when "
                                "training, got input %s", nr_shape_str(x, b1));
-    } else if (!running_mean || !running_var) {
+    } else if (!p->training && (!running_mean || !running_var)) {
         return nr_seterror(NR_EUSAGE,
                            "batch_norm: eval mode (training=false) needs running_mean and "
                            "running_var");
@@ -403,7 +514,9 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
     nr_tensor *xc = nr_contig(x);
     if (!xc) return NR_ENOMEM;
     nr_tensor *y = nr_tensor_empty(x->ndim, x->ne);
-    double *stats = malloc((size_t)(C > 0 ? C : 1) * 3 * sizeof(double));
+    /* mean[C], invstd[C], work[C] (the global count at [2C] afterwards);
+       synchronised, the work is [2C + 1] */
+    double *stats = malloc((size_t)(C > 0 ? C : 1) * (sync ? 4 : 3) * sizeof(double) + 8);
     float *fw = malloc((size_t)(C > 0 ? C : 1) * 3 * sizeof(float));
     if (!y || !stats || !fw) {
         nr_tensor_release(xc);
@@ -422,15 +535,28 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
         .w = weight ? nr_data(weight) : NULL, .ws = weight ? weight->st[0] : 0,
         .b = bias ? nr_data(bias) : NULL, .bs = bias ? bias->st[0] : 0,
         .mean = stats, .invstd = stats + C, .acc = stats + 2 * C,
-        .sc = fw, .sh = fw + C, .mf = fw + 2 * C,
+        .sc = fw, .sh = fw + C, .mf = fw + 2 * C, .M = (double)N * (double)S,
     };
-    nr_parallel_for(C, bn_grain(N * S), bn_fwd_task, &j);
+    if (sync) {
+        nr_status st = bn_fwd_sync(&j, bn_grain(N * S));
+        if (st != NR_OK) {
+            nr_tensor_release(xc);
+            nr_tensor_release(y);
+            free(stats);
+            free(fw);
+            return st;
+        }
+        stats[2 * C] = j.M;
+    } else {
+        nr_parallel_for(C, bn_grain(N * S), bn_fwd_task, &j);
+    }
     free(fw);
     nr_tensor *in[3] = {xc, (nr_tensor *)weight, (nr_tensor *)bias};
     nr_node *nd = nr_record(y, "batch_norm", bn_backward, 3, in);
     if (nd) {
         nd->p.i[0] = j.training;
-        nd->extra = stats; /* mean[C], invstd[C] (the tail is unused) */
+        nd->p.i[1] = sync;
+        nd->extra = stats; /* mean[C], invstd[C], the global count at [2C] */
     } else {
         free(stats);
     }

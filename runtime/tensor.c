@@ -112,6 +112,9 @@ void nr_storage_release(nr_storage *s) {
 
 /* --------------------------------------------------------------- tensor */
 
+/* The product of the non-zero sizes is bounded, not just numel: an empty
+   tensor {0, 2^40, 2^40} has numel 0 but contiguous strides {2^80, 2^40, 1},
+   and strides, offsets and stride * size products must all fit in int64. */
 nr_status nr_check_shape(const char *fn, int ndim, const int64_t *ne) {
     if (ndim < 0 || ndim > NR_MAXDIM)
         return nr_seterror(NR_ESHAPE, "%s: %d dims (at most %d)", fn, ndim, NR_MAXDIM);
@@ -120,8 +123,10 @@ nr_status nr_check_shape(const char *fn, int ndim, const int64_t *ne) {
         if (ne[i] < 0)
             return nr_seterror(NR_ESHAPE, "%s: negative size %lld in dim %d", fn,
                                (long long)ne[i], i + 1);
-        if (ne[i] > 0 && n > ((int64_t)1 << 40) / ne[i])
-            return nr_seterror(NR_ENOMEM, "%s: shape too large (over 2^40 elements)", fn);
+        if (ne[i] == 0) continue;
+        if (n > ((int64_t)1 << 40) / ne[i])
+            return nr_seterror(NR_ENOMEM, "%s: shape too large (its non-zero sizes multiply "
+                                          "past 2^40)", fn);
         n *= ne[i];
     }
     return NR_OK;

@@ -498,6 +498,22 @@ describe("nasrt.supernet genotypes", function()
     end
   end)
 
+  it("refuses a range longer than 4096 instead of building it (tests/fuzz)", function()
+    local g, msg = S.genotype_from_string(
+      "Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], normal_concat=range(0, 1099511627776))")
+    assert.is_nil(g)
+    assert.are.equal("genotype_from_string: range(0, 1099511627776) is longer than 4096 at position 98", msg)
+    -- hi - lo wraps around in integers
+    g, msg = S.genotype_from_string("Genotype(normal=[], normal_concat=range(" .. math.mininteger + 1 ..
+      ", " .. math.maxinteger .. "))")
+    assert.is_nil(g)
+    assert.truthy(msg:find("is longer than 4096", 1, true))
+    local ok = assert(S.genotype_from_string("Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], " ..
+      "normal_concat=range(4096))"))
+    assert.are.equal(4096, #ok.normal_concat)
+    assert.are.equal(4095, ok.normal_concat[4096])
+  end)
+
   it("writes a cell as a Graphviz digraph like DARTS' visualize.py", function()
     local g = S.darts_genotypes.DARTS_V2
     for _, which in ipairs { "normal", "reduce" } do

@@ -1503,6 +1503,8 @@ local FIELDS = {
   Reduce_Genotype = { "reduce", "reduce_concat" },
 }
 
+local MAX_RANGE = 4096
+
 local function tokenize(s)
   local toks, i, n = {}, 1, #s
   while i <= n do
@@ -1606,6 +1608,10 @@ local function parse_text(s)
         local lo, hi = args[1], args[2]
         if hi == nil then lo, hi = 0, lo end
         if math.type(lo) ~= "integer" or math.type(hi) ~= "integer" then fail("bad range") end
+        -- concat lists name a cell's states; a huge range would be a way to
+        -- exhaust memory from one line of text (found by tests/fuzz); the
+        -- length in floats, as hi - lo can wrap around
+        if hi + 0.0 - lo > MAX_RANGE then fail(("range(%d, %d) is longer than %d"):format(lo, hi, MAX_RANGE)) end
         local r = {}
         for v = lo, hi - 1 do r[#r + 1] = v end
         return r

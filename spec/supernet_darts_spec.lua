@@ -599,6 +599,20 @@ describe("nasrt.supernet.darts_network", function()
     assert.has_error(function() S.darts_network({ five[1], five[2] }, { C = 4, layers = 8 }) end)
     assert.has_error(function() S.darts_network(five[1], { C = 4, layers = 3 }) end)
   end)
+
+  it("refuses a reduction cell that concatenates a cell input (tests/fuzz)", function()
+    local g = { normal = { { "sep_conv_3x3", 0 }, { "skip_connect", 1 } }, normal_concat = { 0, 1, 2 },
+                reduce = { { "max_pool_3x3", 0 }, { "avg_pool_3x3", 1 } }, reduce_concat = { 0, 1, 2 } }
+    local opts = { C = 2, layers = 3, classes = 2, input_size = 8, stem_multiplier = 1 }
+    local ok, err = pcall(S.darts_network, g, opts)
+    assert.is_false(ok)
+    assert.truthy(err:find("darts_network: concat entry 0 of a reduction cell is a cell input", 1, true))
+    -- a normal cell may: its inputs and nodes share the resolution
+    g.reduce_concat = { 2 }
+    local net = S.darts_network(g, opts)
+    net:eval()
+    assert.are.same({ 1, 2 }, net(nasrt.zeros { 1, 1, 8, 8 }):shape())
+  end)
 end)
 
 describe("nasrt.supernet.darts timing #slow", function()

@@ -1180,7 +1180,7 @@ end
 local Cell = nn.class("Cell")
 M.darts_Cell = Cell
 
-local function check_gene(gene, concat, fn)
+local function check_gene(gene, concat, fn, reduction)
   if type(gene) ~= "table" or #gene == 0 or #gene % 2 ~= 0 then
     error(("%s: a cell genotype needs an even, non-zero number of (op, input) entries"):format(fn), 4)
   end
@@ -1207,12 +1207,18 @@ local function check_gene(gene, concat, fn)
     if math.type(c) ~= "integer" or c < 0 or c > steps + 1 then
       error(("%s: concat entry %s is not a state index 0..%d"):format(fn, tostring(c), steps + 1), 4)
     end
+    -- a reduction cell's inputs keep the full resolution, its nodes have half:
+    -- they cannot be concatenated (found by tests/fuzz: forward failed in cat)
+    if reduction and c < 2 then
+      error(("%s: concat entry %d of a reduction cell is a cell input, at twice the nodes' " ..
+        "resolution (use nodes 2..%d)"):format(fn, c, steps + 1), 4)
+    end
   end
   return steps
 end
 
 function Cell:__init(gene, concat, C_pp, C_p, C, reduction, reduction_prev, height)
-  local steps = check_gene(gene, concat, "darts_network")
+  local steps = check_gene(gene, concat, "darts_network", reduction)
   self.reduction, self.reduction_prev, self.C = reduction, reduction_prev, C
   self.steps = steps
   self.concat = copy_list(concat)

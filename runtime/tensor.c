@@ -16,11 +16,16 @@
 
 static _Thread_local char errbuf[512];
 
+/* Formats through a stack buffer, so a message may quote the previous one:
+   nr_seterror(st, "load_npy: %s: %s", path, nr_lasterror()) read and wrote
+   errbuf at once and came out garbled (seen in test_npy). */
 nr_status nr_seterror(nr_status st, const char *fmt, ...) {
+    char buf[sizeof errbuf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(errbuf, buf, sizeof buf);
     return st;
 }
 

@@ -81,6 +81,18 @@ static void test_empty_shape_overflow(void) {
     nr_tensor_release(a);
 }
 
+/* A message may quote the previous one (it is formatted aside first). */
+static void test_error_prefix(void) {
+    nr_seterror(NR_EIO, "inner %d", 42);
+    CHECK(nr_seterror(NR_ENOMEM, "outer: %s: %s", "f.npy", nr_lasterror()) == NR_ENOMEM);
+    CHECK(strcmp(nr_lasterror(), "outer: f.npy: inner 42") == 0);
+    char big[700];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    nr_seterror(NR_EIO, "%s", big); /* truncated to the buffer, still terminated */
+    CHECK(strlen(nr_lasterror()) == 511);
+}
+
 static void test_tape_memory(void) {
     nr_tensor *w = nr_tensor_randn(2, (int64_t[]){64, 64});
     w->requires_grad = 1;
@@ -229,6 +241,7 @@ int main(void) {
     test_refcounts();
     test_bad_shapes();
     test_empty_shape_overflow();
+    test_error_prefix();
     test_tape_memory();
     test_gemm();
     test_broadcast();

@@ -1,20 +1,32 @@
 # nasrt -- convenience targets around the CMake build.
 #   make          install missing Debian packages, configure, build (Release)
 #   make run      build, then run recipes/agnas.lua (or examples/smoke.lua)
-#   make test     build, then ctest (C tests and the busted suite)
+#   make test     build, then ctest (C tests and the busted suite), then,
+#                 when clang is installed, each fuzz harness briefly (fuzz-ci)
+#   make test SANITIZE=1   (or make test-asan) the same suite built with
+#                 ASan + UBSan into build-asan
+#   make fuzz-ci  build-fuzz (clang, libFuzzer) and its ctest -L fuzz runs
+#   make fuzz     every harness for FUZZ_SECONDS (600) under nice (scripts/fuzz.sh)
+#   make leakcheck   valgrind on a tiny recipe run (scripts/leakcheck.sh)
 #   make bench    like make, plus python3-torch for the reference, then bench/run_all.lua
 #   make install  build, then install under PREFIX (default /usr/local):
 #                 bin/nasrt, lib/libnasrt_runtime.so, share/lua/5.4/nasrt/*.lua,
 #                 lib/lua/5.4/nasrt/core.so, share/nasrt/{recipes,examples,data}
 #   make doc      the API reference (LDoc) in build/doc
-#   make clean    remove the build folder
+#   make clean    remove the build folders
+ifeq ($(SANITIZE),1)
+BUILD ?= build-asan
+CMAKE_FLAGS += -DNASRT_SANITIZE=ON
+else
 BUILD ?= build
+endif
 BUILD_TYPE ?= Release
 JOBS ?= 2
+FUZZ_SECONDS ?= 600
 NASRT = ./$(BUILD)/nasrt
 PREFIX ?= /usr/local
 
-.PHONY: all build setup configure run test bench clean install doc
+.PHONY: all build setup configure run test test-asan fuzz fuzz-ci leakcheck bench clean install doc
 
 all: build
 
@@ -22,7 +34,7 @@ setup:
 	sh scripts/setup.sh
 
 configure: setup
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
 
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
@@ -36,6 +48,25 @@ run: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure
+	@if [ "$(SANITIZE)" != 1 ] && command -v clang >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory fuzz-ci; \
+	else \
+		echo "make test: clang missing or SANITIZE=1, fuzz harnesses not run"; \
+	fi
+
+test-asan:
+	$(MAKE) test SANITIZE=1
+
+fuzz-ci: setup
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DNASRT_FUZZ=ON
+	cmake --build build-fuzz -j$(JOBS)
+	cd build-fuzz && ctest --output-on-failure -L fuzz
+
+fuzz:
+	sh scripts/fuzz.sh -t $(FUZZ_SECONDS)
+
+leakcheck: build
+	sh scripts/leakcheck.sh
 
 bench:
 	sh scripts/setup.sh --bench
@@ -55,4 +86,4 @@ doc:
 	cmake --build $(BUILD) --target doc
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-asan build-fuzz

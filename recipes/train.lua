@@ -151,6 +151,9 @@ local function arch_from_json(rec, source, cfg)
   error(("train: %s holds no architecture I know (type %s)"):format(source, tostring(rec.type)), 0)
 end
 
+-- The --arch readers parse untrusted text and JSON; tests/fuzz drives them.
+R.arch_from_text, R.arch_from_json = arch_from_text, arch_from_json
+
 local function load_arch(spec, cfg)
   if recipe.exists(spec) then
     local text = assert(recipe.read_file(spec))

@@ -133,7 +133,9 @@ NR_API char *nr_shape_str(const nr_tensor *t, char *buf);
 #define NR_SHAPEBUF 160
 /* Copies src into dst elementwise (same numel, any strides). */
 NR_API void nr_copy_into(nr_tensor *dst, const nr_tensor *src);
-/* Validates a shape: 0 <= ndim <= NR_MAXDIM, sizes >= 0, numel fits. */
+/* Validates a shape: 0 <= ndim <= NR_MAXDIM, sizes >= 0, and the product of
+   the non-zero sizes at most 2^40 (so numel, strides and offsets fit in
+   int64 even for an empty tensor).  NR_ESHAPE / NR_ENOMEM with a message. */
 NR_API nr_status nr_check_shape(const char *fn, int ndim, const int64_t *ne);
 
 /* ------------------------------------------------------------------ RNG */

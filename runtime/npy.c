@@ -340,12 +340,20 @@ nr_status nr_npy_load(nr_tensor **out, const char *path) {
     if (h.fortran)
         LOADFAIL("load_npy: %s: fortran_order arrays are not supported "
                  "(save with np.ascontiguousarray)", path);
-    int64_t numel = 1;
+    /* nr_check_shape's rule, reported as a bad file: the non-zero sizes
+       multiply to at most 2^40, so (0, 2^40, 2^40) is refused too (its
+       strides would overflow) */
+    int64_t numel = 1, nonzero = 1;
     for (int i = 0; i < h.ndim; i++) {
-        if (h.ne[i] > 0 && numel > ((int64_t)1 << 40) / h.ne[i])
+        if (h.ne[i] == 0) {
+            numel = 0;
+            continue;
+        }
+        if (nonzero > ((int64_t)1 << 40) / h.ne[i])
             LOADFAIL("load_npy: %s: shape too large (over 2^40 elements)", path);
-        numel *= h.ne[i];
+        nonzero *= h.ne[i];
     }
+    if (numel) numel = nonzero;
     size_t nbytes = (size_t)numel * (size_t)dt.size;
     /* Check the size before allocating, so a garbage shape cannot ask for
        terabytes. */

@@ -16,11 +16,16 @@
 
 static _Thread_local char errbuf[512];
 
+/* Formats through a stack buffer, so a message may quote the previous one:
+   nr_seterror(st, "load_npy: %s: %s", path, nr_lasterror()) read and wrote
+   errbuf at once and came out garbled (seen in test_npy). */
 nr_status nr_seterror(nr_status st, const char *fmt, ...) {
+    char buf[sizeof errbuf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(errbuf, buf, sizeof buf);
     return st;
 }
 
@@ -112,6 +117,9 @@ void nr_storage_release(nr_storage *s) {
 
 /* --------------------------------------------------------------- tensor */
 
+/* The product of the non-zero sizes is bounded, not just numel: an empty
+   tensor {0, 2^40, 2^40} has numel 0 but contiguous strides {2^80, 2^40, 1},
+   and strides, offsets and stride * size products must all fit in int64. */
 nr_status nr_check_shape(const char *fn, int ndim, const int64_t *ne) {
     if (ndim < 0 || ndim > NR_MAXDIM)
         return nr_seterror(NR_ESHAPE, "%s: %d dims (at most %d)", fn, ndim, NR_MAXDIM);
@@ -120,8 +128,10 @@ nr_status nr_check_shape(const char *fn, int ndim, const int64_t *ne) {
         if (ne[i] < 0)
             return nr_seterror(NR_ESHAPE, "%s: negative size %lld in dim %d", fn,
                                (long long)ne[i], i + 1);
-        if (ne[i] > 0 && n > ((int64_t)1 << 40) / ne[i])
-            return nr_seterror(NR_ENOMEM, "%s: shape too large (over 2^40 elements)", fn);
+        if (ne[i] == 0) continue;
+        if (n > ((int64_t)1 << 40) / ne[i])
+            return nr_seterror(NR_ENOMEM, "%s: shape too large (its non-zero sizes multiply "
+                                          "past 2^40)", fn);
         n *= ne[i];
     }
     return NR_OK;

@@ -498,6 +498,22 @@ describe("nasrt.supernet genotypes", function()
     end
   end)
 
+  it("refuses a range longer than 4096 instead of building it (tests/fuzz)", function()
+    local g, msg = S.genotype_from_string(
+      "Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], normal_concat=range(0, 1099511627776))")
+    assert.is_nil(g)
+    assert.are.equal("genotype_from_string: range(0, 1099511627776) is longer than 4096 at position 98", msg)
+    -- hi - lo wraps around in integers
+    g, msg = S.genotype_from_string("Genotype(normal=[], normal_concat=range(" .. math.mininteger + 1 ..
+      ", " .. math.maxinteger .. "))")
+    assert.is_nil(g)
+    assert.truthy(msg:find("is longer than 4096", 1, true))
+    local ok = assert(S.genotype_from_string("Genotype(normal=[('skip_connect', 0), ('skip_connect', 1)], " ..
+      "normal_concat=range(4096))"))
+    assert.are.equal(4096, #ok.normal_concat)
+    assert.are.equal(4095, ok.normal_concat[4096])
+  end)
+
   it("writes a cell as a Graphviz digraph like DARTS' visualize.py", function()
     local g = S.darts_genotypes.DARTS_V2
     for _, which in ipairs { "normal", "reduce" } do
@@ -582,6 +598,20 @@ describe("nasrt.supernet.darts_network", function()
     assert.are.same({ 2, 10 }, net(nasrt.randn { 2, 1, 16, 16 }):shape())
     assert.has_error(function() S.darts_network({ five[1], five[2] }, { C = 4, layers = 8 }) end)
     assert.has_error(function() S.darts_network(five[1], { C = 4, layers = 3 }) end)
+  end)
+
+  it("refuses a reduction cell that concatenates a cell input (tests/fuzz)", function()
+    local g = { normal = { { "sep_conv_3x3", 0 }, { "skip_connect", 1 } }, normal_concat = { 0, 1, 2 },
+                reduce = { { "max_pool_3x3", 0 }, { "avg_pool_3x3", 1 } }, reduce_concat = { 0, 1, 2 } }
+    local opts = { C = 2, layers = 3, classes = 2, input_size = 8, stem_multiplier = 1 }
+    local ok, err = pcall(S.darts_network, g, opts)
+    assert.is_false(ok)
+    assert.truthy(err:find("darts_network: concat entry 0 of a reduction cell is a cell input", 1, true))
+    -- a normal cell may: its inputs and nodes share the resolution
+    g.reduce_concat = { 2 }
+    local net = S.darts_network(g, opts)
+    net:eval()
+    assert.are.same({ 1, 2 }, net(nasrt.zeros { 1, 1, 8, 8 }):shape())
   end)
 end)
 

@@ -347,6 +347,24 @@ static void test_errors(void) {
                  data, 16);
     write_bytes(p, buf, n);
     expect_eio(p, "too large");
+    /* no data at all, but strides of 2^80: a bad file (NR_EIO), not an
+       out-of-memory error from the tensor allocator */
+    n = make_npy(buf, 1,
+                 "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1099511627776, "
+                 "1099511627776), }", data, 0);
+    write_bytes(p, buf, n);
+    expect_eio(p, "too large");
+    /* an empty array with a large but legal other size loads */
+    n = make_npy(buf, 1,
+                 "{'descr': '<f4', 'fortran_order': False, 'shape': (0, 1048576, 1048576), }",
+                 data, 0);
+    write_bytes(p, buf, n);
+    {
+        nr_tensor *t = NULL;
+        CHECK(nr_npy_load(&t, p) == NR_OK && t && nr_numel(t) == 0 && t->ne[2] == 1048576,
+              "empty (0, 2^20, 2^20): %s", nr_lasterror());
+        nr_tensor_release(t);
+    }
 
     /* unsupported version; header length pointing past the end */
     n = make_npy(buf, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", data, 16);

@@ -42,6 +42,57 @@ static void test_bad_shapes(void) {
 
 /* The tape frees what it saved: after backward, live bytes return to what
    the leaves and the grads hold, step after step. */
+/* Empty tensors with huge other sizes: numel is 0, but the contiguous
+   strides are suffix products and must fit in int64, so the product of the
+   non-zero sizes is bounded by 2^40 like numel. */
+static void test_empty_shape_overflow(void) {
+    const int64_t T40 = (int64_t)1 << 40, T20 = (int64_t)1 << 20;
+    CHECK(nr_check_shape("t", 3, (int64_t[]){0, T40, T40}) == NR_ENOMEM);
+    CHECK(strstr(nr_lasterror(), "t: shape too large") != NULL);
+    CHECK(nr_check_shape("t", 3, (int64_t[]){T40, T40, 0}) == NR_ENOMEM);
+    CHECK(nr_check_shape("t", 2, (int64_t[]){0, INT64_MAX}) == NR_ENOMEM);
+    CHECK(nr_tensor_empty(3, (int64_t[]){0, T40, T40}) == NULL);
+    /* at the bound: fine, strides exact */
+    CHECK(nr_check_shape("t", 3, (int64_t[]){0, T20, T20}) == NR_OK);
+    nr_tensor *e = nr_tensor_empty(3, (int64_t[]){0, T20, T20});
+    CHECK(e && nr_numel(e) == 0 && e->st[0] == T40 && e->st[1] == T20 && e->st[2] == 1);
+    CHECK(nr_check_shape("t", 2, (int64_t[]){T40 + 1, 0}) == NR_ENOMEM);
+    CHECK(nr_check_shape("t", 2, (int64_t[]){T40, 0}) == NR_OK);
+    CHECK(nr_check_shape("t", 4, (int64_t[]){T20, 0, 1, T20}) == NR_OK);
+    CHECK(nr_check_shape("t", 4, (int64_t[]){T20, 0, 2, T20}) == NR_ENOMEM);
+    /* reshape of an empty tensor goes through the same check (-1 counted
+       as 1 there) */
+    nr_tensor *o = NULL;
+    CHECK(nr_reshape(&o, e, 3, (int64_t[]){0, T40, T40}) == NR_ENOMEM && o == NULL);
+    CHECK(strstr(nr_lasterror(), "reshape: shape too large") != NULL);
+    CHECK(nr_reshape(&o, e, 3, (int64_t[]){INT64_MAX, 4, 0}) == NR_ENOMEM && o == NULL);
+    CHECK(nr_reshape(&o, e, 2, (int64_t[]){T40 + 1, -1}) == NR_ENOMEM && o == NULL);
+    CHECK(nr_reshape(&o, e, 2, (int64_t[]){T40, -1}) == NR_OK); /* -1 is inferred as 0 */
+    CHECK(o && o->ne[1] == 0 && o->st[0] == 0 && o->st[1] == 1);
+    nr_tensor_release(o);
+    CHECK(nr_reshape(&o, e, 3, (int64_t[]){T20, 0, T20}) == NR_OK);
+    CHECK(o && nr_numel(o) == 0 && o->st[0] == 0 && o->st[1] == T20 && o->st[2] == 1);
+    nr_tensor_release(o);
+    nr_tensor_release(e);
+    /* a 12-element tensor still reshapes with -1 */
+    nr_tensor *a = nr_tensor_zeros(1, (int64_t[]){12});
+    CHECK(nr_reshape(&o, a, 3, (int64_t[]){2, -1, 3}) == NR_OK && o->ne[1] == 2 && o->st[0] == 6);
+    nr_tensor_release(o);
+    nr_tensor_release(a);
+}
+
+/* A message may quote the previous one (it is formatted aside first). */
+static void test_error_prefix(void) {
+    nr_seterror(NR_EIO, "inner %d", 42);
+    CHECK(nr_seterror(NR_ENOMEM, "outer: %s: %s", "f.npy", nr_lasterror()) == NR_ENOMEM);
+    CHECK(strcmp(nr_lasterror(), "outer: f.npy: inner 42") == 0);
+    char big[700];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    nr_seterror(NR_EIO, "%s", big); /* truncated to the buffer, still terminated */
+    CHECK(strlen(nr_lasterror()) == 511);
+}
+
 static void test_tape_memory(void) {
     nr_tensor *w = nr_tensor_randn(2, (int64_t[]){64, 64});
     w->requires_grad = 1;
@@ -189,6 +240,8 @@ int main(void) {
     nr_runtime_init(2);
     test_refcounts();
     test_bad_shapes();
+    test_empty_shape_overflow();
+    test_error_prefix();
     test_tape_memory();
     test_gemm();
     test_broadcast();

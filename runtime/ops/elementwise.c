@@ -633,10 +633,17 @@ nr_status nr_reshape(nr_tensor **out, const nr_tensor *a, int ndim, const int64_
             infer = i;
         } else if (ne[i] < 0) {
             return nr_seterror(NR_ESHAPE, "reshape: negative size %lld", (long long)ne[i]);
-        } else {
-            known *= ne[i];
         }
     }
+    /* the sizes given (-1 counted as 1) must pass nr_check_shape before they
+       are multiplied: a 0-element source would otherwise accept
+       {0, 2^40, 2^40}, whose strides overflow */
+    int64_t given[NR_MAXDIM];
+    for (int i = 0; i < ndim; i++) given[i] = i == infer ? 1 : ne[i];
+    nr_status cs = nr_check_shape("reshape", ndim, given);
+    if (cs != NR_OK) return cs;
+    for (int i = 0; i < ndim; i++)
+        if (i != infer) known *= ne[i];
     if (infer >= 0) {
         if (known == 0 || n % known)
             return nr_seterror(NR_ESHAPE, "reshape: cannot infer -1 for %s into %lld-element groups",

@@ -1180,7 +1180,7 @@ end
 local Cell = nn.class("Cell")
 M.darts_Cell = Cell
 
-local function check_gene(gene, concat, fn)
+local function check_gene(gene, concat, fn, reduction)
   if type(gene) ~= "table" or #gene == 0 or #gene % 2 ~= 0 then
     error(("%s: a cell genotype needs an even, non-zero number of (op, input) entries"):format(fn), 4)
   end
@@ -1207,12 +1207,18 @@ local function check_gene(gene, concat, fn)
     if math.type(c) ~= "integer" or c < 0 or c > steps + 1 then
       error(("%s: concat entry %s is not a state index 0..%d"):format(fn, tostring(c), steps + 1), 4)
     end
+    -- a reduction cell's inputs keep the full resolution, its nodes have half:
+    -- they cannot be concatenated (found by tests/fuzz: forward failed in cat)
+    if reduction and c < 2 then
+      error(("%s: concat entry %d of a reduction cell is a cell input, at twice the nodes' " ..
+        "resolution (use nodes 2..%d)"):format(fn, c, steps + 1), 4)
+    end
   end
   return steps
 end
 
 function Cell:__init(gene, concat, C_pp, C_p, C, reduction, reduction_prev, height)
-  local steps = check_gene(gene, concat, "darts_network")
+  local steps = check_gene(gene, concat, "darts_network", reduction)
   self.reduction, self.reduction_prev, self.C = reduction, reduction_prev, C
   self.steps = steps
   self.concat = copy_list(concat)
@@ -1503,6 +1509,8 @@ local FIELDS = {
   Reduce_Genotype = { "reduce", "reduce_concat" },
 }
 
+local MAX_RANGE = 4096
+
 local function tokenize(s)
   local toks, i, n = {}, 1, #s
   while i <= n do
@@ -1606,6 +1614,10 @@ local function parse_text(s)
         local lo, hi = args[1], args[2]
         if hi == nil then lo, hi = 0, lo end
         if math.type(lo) ~= "integer" or math.type(hi) ~= "integer" then fail("bad range") end
+        -- concat lists name a cell's states; a huge range would be a way to
+        -- exhaust memory from one line of text (found by tests/fuzz); the
+        -- length in floats, as hi - lo can wrap around
+        if hi + 0.0 - lo > MAX_RANGE then fail(("range(%d, %d) is longer than %d"):format(lo, hi, MAX_RANGE)) end
         local r = {}
         for v = lo, hi - 1 do r[#r + 1] = v end
         return r

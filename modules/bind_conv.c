@@ -38,8 +38,8 @@ static int l_conv2d(lua_State *L) {
             if (tot % 2)
                 return luaL_error(L,
                                   "conv2d: padding='same' needs an odd effective kernel size "
-                                  "(kernel %lld, dilation %lld)",
-                                  (long long)w->ne[2 + d], (long long)p.dilation[d]);
+                                  "(kernel %I, dilation %I)",
+                                  (lua_Integer)w->ne[2 + d], (lua_Integer)p.dilation[d]);
             p.padding[d] = tot / 2;
         }
     } else if (pad) {

@@ -75,7 +75,7 @@ static int64_t checkint(lua_State *L, int idx, const char *fn, const char *what)
 
 static dsview *checkview(lua_State *L, int idx, const char *fn) {
     dsview *v = luaL_testudata(L, idx, DATASET_MT);
-    if (!v) luaL_error(L, "%s: argument #%d: expected a dataset, got %s", fn, idx, luaL_typename(L, idx));
+    if (!v) luaL_error(L, "%s: argument #%d: expected a dataset, got %s", fn, idx, nrL_typename(L, idx));
     if (!v->base) luaL_error(L, "%s: argument #%d: dataset used after close", fn, idx);
     return v;
 }
@@ -172,7 +172,8 @@ static int data_cifar100(lua_State *L) { return cifar(L, 100); }
 /* ------------------------------------------------------ dataset methods */
 
 static int ds_gc(lua_State *L) {
-    dsview *v = luaL_checkudata(L, 1, DATASET_MT);
+    dsview *v = luaL_testudata(L, 1, DATASET_MT);
+    if (!v) return luaL_error(L, "close: argument #1: expected a dataset, got %s", nrL_typename(L, 1));
     nr_dataset_release(v->base);
     v->base = NULL;
     return 0;
@@ -184,7 +185,8 @@ static int ds_len(lua_State *L) {
 }
 
 static int ds_tostring(lua_State *L) {
-    dsview *v = luaL_checkudata(L, 1, DATASET_MT);
+    dsview *v = luaL_testudata(L, 1, DATASET_MT);
+    if (!v) return luaL_error(L, "tostring: argument #1: expected a dataset, got %s", luaL_typename(L, 1));
     if (!v->base) {
         lua_pushstring(L, "nasrt.Dataset(closed)");
         return 1;
@@ -501,7 +503,7 @@ static void read_augment(lua_State *L, int opts, const nr_dataset *d, nr_augment
 
 static loaderbox *checkloader(lua_State *L, int idx, const char *fn) {
     loaderbox *b = luaL_testudata(L, idx, LOADER_MT);
-    if (!b) luaL_error(L, "%s: argument #%d: expected a loader, got %s", fn, idx, luaL_typename(L, idx));
+    if (!b) luaL_error(L, "%s: argument #%d: expected a loader, got %s", fn, idx, nrL_typename(L, idx));
     if (!b->l) luaL_error(L, "%s: loader used after close", fn);
     return b;
 }
@@ -555,7 +557,8 @@ static int data_loader(lua_State *L) {
 }
 
 static int loader_gc(lua_State *L) {
-    loaderbox *b = luaL_checkudata(L, 1, LOADER_MT);
+    loaderbox *b = luaL_testudata(L, 1, LOADER_MT);
+    if (!b) return luaL_error(L, "close: argument #1: expected a loader, got %s", nrL_typename(L, 1));
     nr_loader_free(b->l); /* stops and joins the prefetch thread */
     b->l = NULL;
     return 0;
@@ -577,7 +580,8 @@ static int loader_batch_size(lua_State *L) {
 }
 
 static int loader_tostring(lua_State *L) {
-    loaderbox *b = luaL_checkudata(L, 1, LOADER_MT);
+    loaderbox *b = luaL_testudata(L, 1, LOADER_MT);
+    if (!b) return luaL_error(L, "tostring: argument #1: expected a loader, got %s", luaL_typename(L, 1));
     if (!b->l) {
         lua_pushstring(L, "nasrt.Loader(closed)");
         return 1;
@@ -694,6 +698,7 @@ static int loader_batch(lua_State *L) {
     int64_t e, p;
     nr_loader_state(l, &e, &p);
     if (!lua_isnoneornil(L, 3)) e = checkint(L, 3, "batch", "epoch");
+    if (e < 0) return luaL_error(L, "batch: epoch must be >= 0, got %I", (lua_Integer)e);
     if (b < 1 || b > nr_loader_len(l))
         return luaL_error(L, "batch: index %I out of range 1..%I", (lua_Integer)b,
                           (lua_Integer)nr_loader_len(l));

@@ -160,7 +160,7 @@ static double total_grad_norm(lua_State *L, int idx, double q, const char *fn) {
 
 static double check_normtype(lua_State *L, int idx, const char *fn) {
     double q = luaL_optnumber(L, idx, 2.0);
-    if (!(q > 0)) luaL_error(L, "%s: norm_type must be > 0 (or math.huge), got %g", fn, q);
+    if (!(q > 0)) luaL_error(L, "%s: norm_type must be > 0 (or math.huge), got %f", fn, q);
     return q;
 }
 

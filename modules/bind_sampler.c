@@ -105,7 +105,7 @@ static smp *checksmp(lua_State *L, int idx, int kind, const char *fn) {
     smp *s = kind >= 0 ? luaL_testudata(L, idx, kind_mt[kind]) : testsmp(L, idx);
     if (!s)
         luaL_error(L, "%s: argument #%d: expected %s sampler, got %s", fn, idx,
-                   kind >= 0 ? kind_name[kind] : "a", luaL_typename(L, idx));
+                   kind >= 0 ? kind_name[kind] : "a", nrL_typename(L, idx));
     return s;
 }
 
@@ -704,6 +704,7 @@ static int sampler_flops(lua_State *L) {
     char fb[64];
     const char *fn = fn_of(s, "flops", fb);
     if (s->flops_kind == FL_NONE) luaL_error(L, "%s: this sampler has no FLOPs model", fn);
+    lua_settop(L, 2);   /* the scratch must not stand in for a missing arch */
     int32_t *arch = scratch(L, (size_t)s->n * sizeof *arch);
     read_arch(L, 2, s->n, s->choices, arch, fn, "arch");
     lua_pushnumber(L, smp_flops(L, s, 1, arch, fn));

@@ -40,7 +40,7 @@ static int push_or_raise(lua_State *L, nr_status st, nr_tensor *out) {
 
 static int tensor_fill_new(lua_State *L, float v, int random) {
     int64_t ne[NR_MAXDIM];
-    const char *fn = random == 1 ? "rand" : random == 2 ? "randn" : "zeros";
+    const char *fn = random == 1 ? "rand" : random == 2 ? "randn" : v == 0.0f ? "zeros" : "ones";
     int nd = nrL_checkshape(L, 1, ne, fn);
     nr_tensor *t = random == 1 ? nr_tensor_rand(nd, ne)
                  : random == 2 ? nr_tensor_randn(nd, ne)
@@ -146,6 +146,8 @@ static int nasrt_set_rng_state(lua_State *L) {
         r.s[i] = (uint64_t)v;
         lua_pop(L, 1);
     }
+    if (!(r.s[0] | r.s[1] | r.s[2] | r.s[3]))
+        return luaL_error(L, "set_rng_state: the words are all zero (not a generator state)");
     *nr_rng_global() = r;
     return 0;
 }
@@ -259,7 +261,8 @@ static int nasrt_is_tensor(lua_State *L) {
 /* ------------------------------------------------------------- methods */
 
 static int tensor_gc(lua_State *L) {
-    nr_tensor **box = luaL_checkudata(L, 1, NR_TENSOR_MT);
+    nr_tensor **box = luaL_testudata(L, 1, NR_TENSOR_MT);
+    if (!box) return luaL_error(L, "close: argument #1: expected tensor, got %s", nrL_typename(L, 1));
     nr_tensor_release(*box);
     *box = NULL;
     return 0;
@@ -514,7 +517,7 @@ static int tensor_index(lua_State *L) {
     if (lua_type(L, 2) == LUA_TSTRING) {
         const char *k = lua_tostring(L, 2);
         nr_tensor *t = strcmp(k, "grad") && strcmp(k, "grad_fn") && strcmp(k, "is_leaf")
-                     ? NULL : nrL_checktensor(L, 1);
+                     ? NULL : nrL_checktensorfn(L, 1, k);
         if (!t) {
             /* methods: found even on a closed box, so the method itself
                reports "tensor used after close" under its own name */
@@ -585,8 +588,7 @@ static int op_binary(lua_State *L) {
 static int op_unary(lua_State *L) {
     const char *fn = FN(L);
     nr_unary u = (nr_unary)lua_tointeger(L, lua_upvalueindex(2));
-    nr_tensor *a = nrL_checktensor(L, 1), *o = NULL;
-    (void)fn;
+    nr_tensor *a = nrL_checktensorfn(L, 1, fn), *o = NULL;
     {
         nr_status st_ = nr_unary_op(&o, a, u);
         return push_or_raise(L, st_, o);
@@ -655,20 +657,20 @@ static int op_reshape(lua_State *L) {
     int nd = 0;
     if (lua_istable(L, 2)) {
         int n = (int)lua_rawlen(L, 2);
-        if (n > NR_MAXDIM) return luaL_error(L, "reshape: %d dims (at most %d)", n, NR_MAXDIM);
+        if (n > NR_MAXDIM) return luaL_error(L, "%s: %d dims (at most %d)", FN(L), n, NR_MAXDIM);
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, 2, i);
-            int isint;
-            ne[nd++] = lua_tointegerx(L, -1, &isint);
-            if (!isint) return luaL_error(L, "reshape: shape entry %d is not an integer", i);
+            int isint = 0;
+            ne[nd++] = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
+            if (!isint) return luaL_error(L, "%s: shape entry %d is not an integer", FN(L), i);
             lua_pop(L, 1);
         }
     } else {
         for (int i = 2; i <= lua_gettop(L); i++) {
-            if (nd >= NR_MAXDIM) return luaL_error(L, "reshape: too many dims (at most %d)", NR_MAXDIM);
-            int isint;
-            ne[nd++] = lua_tointegerx(L, i, &isint);
-            if (!isint) return luaL_error(L, "reshape: argument #%d: expected an integer, got %s", i,
+            if (nd >= NR_MAXDIM) return luaL_error(L, "%s: too many dims (at most %d)", FN(L), NR_MAXDIM);
+            int isint = 0;
+            ne[nd++] = lua_type(L, i) == LUA_TNUMBER ? lua_tointegerx(L, i, &isint) : 0;
+            if (!isint) return luaL_error(L, "%s: argument #%d: expected an integer, got %s", FN(L), i,
                                           luaL_typename(L, i));
         }
     }
@@ -698,6 +700,7 @@ static int op_narrow(lua_State *L) {
     int dim = nrL_checkdim(L, 2, a->ndim, "narrow");
     lua_Integer start = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
     if (a->ndim == 0) return luaL_error(L, "narrow: cannot narrow a 0-dim tensor");
+    if (start < 1) return luaL_error(L, "narrow: start %I must be >= 1 (1-based)", start);
     {
         nr_status st_ = nr_narrow(&o, a, dim, start - 1, len);
         return push_or_raise(L, st_, o);
@@ -761,6 +764,7 @@ static int op_subsample(lua_State *L) {
     nr_tensor *a = nrL_checktensor(L, 1), *o = NULL;
     lua_Integer s = luaL_checkinteger(L, 2);
     lua_Integer oh = luaL_optinteger(L, 3, 0), ow = luaL_optinteger(L, 4, 0);
+    if (s > NR_MAXPARAM) return luaL_error(L, "subsample: stride %I exceeds %d", s, NR_MAXPARAM);
     {
         nr_status st_ = nr_subsample(&o, a, s, oh, ow);
         return push_or_raise(L, st_, o);
@@ -936,6 +940,7 @@ NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     lua_setfield(L, lib, "F");
     lua_pushstring(L, NR_VERSION);
     lua_setfield(L, lib, "version");
+    nrL_name_functions(L, lib);
     lua_settop(L, lib);
     return 1;
 }

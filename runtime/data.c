@@ -862,6 +862,8 @@ nr_status nr_loader_set_state(nr_loader *l, int64_t epoch, int64_t pos) {
 
 nr_status nr_loader_batch(nr_loader *l, int64_t epoch, int64_t b, nr_tensor **x, nr_tensor **y) {
     *x = *y = NULL;
+    if (epoch < 0)
+        return nr_seterror(NR_EUSAGE, "loader: epoch must be >= 0, got %lld", (long long)epoch);
     if (b < 0 || b >= l->nb)
         return nr_seterror(NR_EUSAGE, "loader: batch %lld out of range 0..%lld", (long long)b,
                            (long long)l->nb - 1);

@@ -11,19 +11,79 @@ nr_tensor *nrL_totensor(lua_State *L, int idx) {
     return box ? *box : NULL;
 }
 
+#define FNAMES "nasrt.fnames"
+
+/* The name of the running C function: its registered name (so messages
+   name it also when Lua knows none, as under pcall(f, ...) or after
+   `local g = F.relu`), else the name at the call site. */
 static const char *fname(lua_State *L) {
     lua_Debug ar;
-    if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) && ar.name) return ar.name;
-    return "?";
+    if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "nf", &ar)) return "?";
+    const char *s = NULL;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, FNAMES) == LUA_TTABLE) {
+        lua_pushvalue(L, -2);
+        lua_rawget(L, -2);
+        s = lua_tostring(L, -1);   /* kept alive by the names table */
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+    return s ? s : ar.name ? ar.name : "?";
+}
+
+void nrL_name_functions(lua_State *L, int lib) {
+    lib = lua_absindex(L, lib);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, FNAMES) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, FNAMES);
+    }
+    int names = lua_gettop(L);
+    /* the functions of lib and of the tables it holds (F, Tensor, io, ...) */
+    lua_pushnil(L);
+    while (lua_next(L, lib)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+            int t = lua_gettop(L);
+            lua_pushnil(L);
+            while (lua_next(L, t)) {
+                if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+                    lua_pushvalue(L, -2);
+                    lua_rawset(L, names);
+                } else {
+                    lua_pop(L, 1);
+                }
+            }
+        } else if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+            lua_pushvalue(L, -1);
+            lua_pushvalue(L, -3);
+            lua_rawset(L, names);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+const char *nrL_typename(lua_State *L, int idx) {
+    int t = luaL_getmetafield(L, idx, "__name");
+    if (t == LUA_TSTRING) {
+        const char *s = lua_tostring(L, -1);   /* kept alive by the metatable */
+        lua_pop(L, 1);
+        return s;
+    }
+    if (t != LUA_TNIL) lua_pop(L, 1);
+    return luaL_typename(L, idx);
+}
+
+nr_tensor *nrL_checktensorfn(lua_State *L, int idx, const char *fn) {
+    nr_tensor **box = luaL_testudata(L, idx, NR_TENSOR_MT);
+    if (!box) luaL_error(L, "%s: argument #%d: expected tensor, got %s", fn, idx, nrL_typename(L, idx));
+    if (!*box) luaL_error(L, "%s: argument #%d: tensor used after close", fn, idx);
+    return *box;
 }
 
 nr_tensor *nrL_checktensor(lua_State *L, int idx) {
     nr_tensor **box = luaL_testudata(L, idx, NR_TENSOR_MT);
-    if (!box) {
-        const char *got = luaL_typename(L, idx);
-        luaL_error(L, "%s: argument #%d: expected tensor, got %s", fname(L), idx, got);
-    }
-    if (!*box) luaL_error(L, "%s: argument #%d: tensor used after close", fname(L), idx);
+    if (!box || !*box) nrL_checktensorfn(L, idx, fname(L));
     return *box;
 }
 
@@ -65,8 +125,8 @@ int nrL_checkshape(lua_State *L, int idx, int64_t *ne, const char *fn) {
         if (n > NR_MAXDIM) luaL_error(L, "%s: shape has %d dims (at most %d)", fn, (int)n, NR_MAXDIM);
         for (int i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, i);
-            int isint;
-            lua_Integer v = lua_tointegerx(L, -1, &isint);
+            int isint = 0;
+            lua_Integer v = lua_type(L, -1) == LUA_TNUMBER ? lua_tointegerx(L, -1, &isint) : 0;
             if (!isint)
                 luaL_error(L, "%s: shape entry %d is %s, expected an integer", fn, i,
                            lua_type(L, -1) == LUA_TNUMBER ? "fractional" : luaL_typename(L, -1));
@@ -77,8 +137,8 @@ int nrL_checkshape(lua_State *L, int idx, int64_t *ne, const char *fn) {
         int top = lua_gettop(L);
         for (int i = idx; i <= top; i++) {
             if (nd >= NR_MAXDIM) luaL_error(L, "%s: too many dims (at most %d)", fn, NR_MAXDIM);
-            int isint;
-            lua_Integer v = lua_tointegerx(L, i, &isint);
+            int isint = 0;
+            lua_Integer v = lua_type(L, i) == LUA_TNUMBER ? lua_tointegerx(L, i, &isint) : 0;
             if (!isint)
                 luaL_error(L, "%s: argument #%d: expected a shape (table or integers), got %s", fn, i,
                            lua_type(L, i) == LUA_TNUMBER ? "fractional number" : luaL_typename(L, i));

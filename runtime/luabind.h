@@ -23,6 +23,11 @@
 /* Borrowed tensor at idx; raises "fn: argument #i: expected tensor, got X"
    or "tensor used after close". */
 nr_tensor *nrL_checktensor(lua_State *L, int idx);
+/* Type name for messages: the __name of a userdata's metatable (e.g.
+   "nasrt.Dataset"), else Lua's type name. */
+const char *nrL_typename(lua_State *L, int idx);
+/* Same, naming fn in the message. */
+nr_tensor *nrL_checktensorfn(lua_State *L, int idx, const char *fn);
 /* Like checktensor, but nil/none -> NULL. */
 nr_tensor *nrL_opttensor(lua_State *L, int idx);
 /* Borrowed tensor or NULL (no error). */
@@ -54,6 +59,10 @@ int nrL_optbool_field(lua_State *L, int idx, const char *key, int def, const cha
 
 /* 1-based Lua dim (negative counts from the end) -> 0-based C dim; raises. */
 int nrL_checkdim(lua_State *L, int idx, int ndim, const char *fn);
+
+/* Records the names of the C functions in lib and in its subtables, so
+   messages name them even when Lua knows no name at the call site. */
+void nrL_name_functions(lua_State *L, int lib);
 
 /* Registers functions into the table at the top of the stack. */
 void nrL_setfuncs(lua_State *L, const luaL_Reg *l);

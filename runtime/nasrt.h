@@ -42,6 +42,9 @@
 #include "nasrt_version.h"
 #define NR_MAXDIM 8
 #define NR_MAXIN 16
+/* Largest stride, padding, dilation or kernel size an op accepts (keeps the
+   size arithmetic far from int64 overflow). */
+#define NR_MAXPARAM (1 << 24)
 #define NR_MAXSAVED 4
 
 #if defined(__GNUC__)

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* --------------------------------------------------------------- errors */
 
@@ -85,6 +86,28 @@ size_t nr_live_bytes(void) { return live_bytes; }
 size_t nr_peak_bytes(void) { return peak_bytes; }
 void nr_reset_peak_bytes(void) { peak_bytes = live_bytes; }
 
+/* Bytes of memory the process can still get: MemAvailable (Linux), else
+   the physical memory.  With overcommit a huge malloc succeeds and the
+   OOM killer strikes when the pages are touched, so nr_storage_new asks
+   this for every block of 1 GiB or more and turns a hopeless request
+   (say zeros{2^31, 2}) into an error. */
+static size_t memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f) {
+        char line[128];
+        unsigned long long kb;
+        while (fgets(line, sizeof line, f)) {
+            if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+                fclose(f);
+                return (size_t)kb * 1024;
+            }
+        }
+        fclose(f);
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz : SIZE_MAX;
+}
+
 nr_storage *nr_storage_new(size_t nfloat) {
     if (nfloat > ((size_t)1 << 40)) {
         nr_seterror(NR_ENOMEM, "tensor of %zu elements is too large", nfloat);
@@ -92,6 +115,15 @@ nr_storage *nr_storage_new(size_t nfloat) {
     }
     size_t bytes = (nfloat * sizeof(float) + 63) & ~(size_t)63;
     if (bytes == 0) bytes = 64;
+    if (bytes >= ((size_t)1 << 30)) {
+        size_t avail = memory_available();
+        if (avail != SIZE_MAX && bytes > avail + cached_bytes) {
+            nr_seterror(NR_ENOMEM, "out of memory: a tensor of %zu elements needs %.1f GiB, "
+                        "%.1f GiB available", nfloat, bytes / 1073741824.0,
+                        (avail + cached_bytes) / 1073741824.0);
+            return NULL;
+        }
+    }
     nr_storage *s = malloc(sizeof *s);
     if (!s) goto oom;
     s->data = block_get(bytes);

@@ -1706,6 +1706,14 @@ nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
         if (p->dilation[d] < 1)
             return nr_seterror(NR_EUSAGE, "conv2d: dilation must be >= 1, got %lld",
                                (long long)p->dilation[d]);
+        /* bounds that keep every size computation far from overflow */
+        if (p->stride[d] > NR_MAXPARAM || p->padding[d] > NR_MAXPARAM ||
+            p->dilation[d] > NR_MAXPARAM || w->ne[2 + d] > NR_MAXPARAM)
+            return nr_seterror(NR_EUSAGE,
+                               "conv2d: stride %lld, padding %lld, dilation %lld or kernel %lld "
+                               "exceeds %d",
+                               (long long)p->stride[d], (long long)p->padding[d],
+                               (long long)p->dilation[d], (long long)w->ne[2 + d], NR_MAXPARAM);
     }
     int64_t G = p->groups;
     int bt = x->ndim == 4;

@@ -689,9 +689,10 @@ nr_status nr_narrow(nr_tensor **out, const nr_tensor *a, int dim, int64_t start,
     *out = NULL;
     if (dim < 0 || dim >= a->ndim)
         return nr_seterror(NR_EUSAGE, "narrow: dim %d out of range for %s", dim + 1, nr_shape_str(a, b1));
-    if (start < 0 || len < 0 || start + len > a->ne[dim])
-        return nr_seterror(NR_ESHAPE, "narrow: [%lld, %lld) is outside dim %d of %s",
-                           (long long)start, (long long)(start + len), dim + 1, nr_shape_str(a, b1));
+    if (start < 0 || len < 0 || start > a->ne[dim] || len > a->ne[dim] - start)
+        return nr_seterror(NR_ESHAPE,
+                           "narrow: start %lld (1-based) and length %lld do not fit dim %d of %s",
+                           (long long)start + 1, (long long)len, dim + 1, nr_shape_str(a, b1));
     nr_tensor *v = view_of(a, a->ndim, a->ne, a->st, a->offset + start * a->st[dim]);
     if (!v) return NR_ENOMEM;
     v->ne[dim] = len;
@@ -846,6 +847,8 @@ nr_status nr_pad(nr_tensor **out, const nr_tensor *a, int npad, const int64_t *p
         int d = a->ndim - 1 - k;
         if (pads[2 * k] < 0 || pads[2 * k + 1] < 0)
             return nr_seterror(NR_EUSAGE, "pad: negative padding is not supported");
+        if (pads[2 * k] > NR_MAXPARAM || pads[2 * k + 1] > NR_MAXPARAM)
+            return nr_seterror(NR_EUSAGE, "pad: padding %lld exceeds %d", (long long)(pads[2 * k] > pads[2 * k + 1] ? pads[2 * k] : pads[2 * k + 1]), NR_MAXPARAM);
         lo[d] = pads[2 * k];
         ne[d] += pads[2 * k] + pads[2 * k + 1];
     }
@@ -892,7 +895,9 @@ nr_status nr_subsample(nr_tensor **out, const nr_tensor *a, int64_t s, int64_t o
                            (long long)s, (long long)oh, (long long)ow);
     int64_t h = a->ne[nd - 2], w = a->ne[nd - 1];
     int64_t ho = h > oh ? (h - oh + s - 1) / s : 0, wo = w > ow ? (w - ow + s - 1) / s : 0;
-    nr_tensor *v = view_of(a, nd, a->ne, a->st, a->offset + oh * a->st[nd - 2] + ow * a->st[nd - 1]);
+    /* an offset past the extent gives an empty view (placed at the start) */
+    int64_t off = ho && wo ? oh * a->st[nd - 2] + ow * a->st[nd - 1] : 0;
+    nr_tensor *v = view_of(a, nd, a->ne, a->st, a->offset + off);
     if (!v) return NR_ENOMEM;
     v->ne[nd - 2] = ho;
     v->ne[nd - 1] = wo;

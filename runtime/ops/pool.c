@@ -86,6 +86,9 @@ static nr_status pool_setup(const char *fn, const nr_tensor *x, const nr_pool_pa
         if (p->padding[d] < 0)
             return nr_seterror(NR_EUSAGE, "%s: padding must be >= 0, got %lld", fn,
                                (long long)p->padding[d]);
+        if (p->kernel[d] > NR_MAXPARAM || p->stride[d] > NR_MAXPARAM)
+            return nr_seterror(NR_EUSAGE, "%s: kernel %lld or stride %lld exceeds %d", fn,
+                               (long long)p->kernel[d], (long long)p->stride[d], NR_MAXPARAM);
         if (p->padding[d] > p->kernel[d] / 2)
             return nr_seterror(NR_EUSAGE,
                                "%s: padding should be at most half of kernel size, but got "
@@ -572,9 +575,9 @@ nr_status nr_adaptive_avg_pool2d(nr_tensor **out, const nr_tensor *x, int64_t oh
                            "adaptive_avg_pool2d: expected a 4-D input [N,C,H,W] (or 3-D [C,H,W]), "
                            "got %s",
                            nr_shape_str(x, b1));
-    if (oh < 1 || ow < 1)
-        return nr_seterror(NR_EUSAGE, "adaptive_avg_pool2d: output size must be >= 1, got %lldx%lld",
-                           (long long)oh, (long long)ow);
+    if (oh < 1 || ow < 1 || oh > NR_MAXPARAM || ow > NR_MAXPARAM)
+        return nr_seterror(NR_EUSAGE, "adaptive_avg_pool2d: output size must be in 1..%d, got %lldx%lld",
+                           NR_MAXPARAM, (long long)oh, (long long)ow);
     int nd = x->ndim;
     for (int d = (nd == 4 ? 1 : 0); d < nd; d++)
         if (x->ne[d] < 1)

@@ -22,7 +22,7 @@ static float *flat_buffer(lua_State *L, int64_t n) {
     size_t need = (size_t)(n > 0 ? n : 1);
     if (need > flat_cap) {
         float *p = realloc(flat, need * sizeof(float));
-        if (!p) luaL_error(L, "dist: out of memory for a %lld-float buffer", (long long)n);
+        if (!p) luaL_error(L, "dist: out of memory for a %I-float buffer", (lua_Integer)n);
         flat = p;
         flat_cap = need;
     }
@@ -68,7 +68,7 @@ static void unpack(nr_tensor *t, const float *src, float scale) {
     nr_tensor_release(c);
 }
 
-/*** Sums a list of tensors over all ranks, in place, through one flat
+/* Sums a list of tensors over all ranks, in place, through one flat
 buffer (one MPI_Allreduce), then multiplies by scale.
 @function allreduce
 @tparam {tensor,...} list
@@ -97,7 +97,7 @@ static int dist_allreduce(lua_State *L) {
     return 0;
 }
 
-/*** Sums the gradients of a list of parameters over all ranks through one
+/* Sums the gradients of a list of parameters over all ranks through one
 flat buffer and multiplies them by scale.  A parameter without a gradient
 counts as zeros; after the call it has a gradient on every rank when some
 rank had one, else it stays without (so optimizers skip the same
@@ -149,7 +149,7 @@ static int dist_allreduce_grads(lua_State *L) {
     return 1;
 }
 
-/*** Root's values of a list of tensors into the same tensors on every rank
+/* Root's values of a list of tensors into the same tensors on every rank
 (one flat buffer, one MPI_Bcast).
 @function broadcast
 @tparam {tensor,...} list same shapes on every rank
@@ -168,8 +168,8 @@ static int dist_broadcast(lua_State *L) {
     int64_t root_total = total;
     NRL_CHECK(L, nr_dist_bcast(&root_total, sizeof root_total, root));
     if (root_total != total)
-        return luaL_error(L, "%s: rank %d has %lld values, root %d has %lld", fn, nr_dist_rank(),
-                          (long long)total, root, (long long)root_total);
+        return luaL_error(L, "%s: rank %d has %I values, root %d has %I", fn, nr_dist_rank(),
+                          (lua_Integer)total, root, (lua_Integer)root_total);
     float *buf = flat_buffer(L, total);
     int64_t off = 0;
     if (nr_dist_rank() == root)
@@ -189,7 +189,7 @@ static int dist_broadcast(lua_State *L) {
     return 0;
 }
 
-/*** Sums of numbers over all ranks (in double).
+/* Sums of numbers over all ranks (in double).
 @function allreduce_numbers
 @tparam {number,...} xs
 @tparam[opt="sum"] string op "sum" or "max"
@@ -221,7 +221,7 @@ static int dist_allreduce_numbers(lua_State *L) {
     return 1;
 }
 
-/*** Root's string on every rank (the other ranks pass nil or anything).
+/* Root's string on every rank (the other ranks pass nil or anything).
 @function broadcast_string
 @tparam string|nil s
 @tparam[opt=0] int root
@@ -248,7 +248,7 @@ static int dist_broadcast_string(lua_State *L) {
     return 1;
 }
 
-/*** Every rank's string, by rank: {[1] = rank 0's, ...}.
+/* Every rank's string, by rank: {[1] = rank 0's, ...}.
 @function allgather_string
 @tparam string s
 @treturn {string,...}

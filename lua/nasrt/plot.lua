@@ -1174,6 +1174,8 @@ end
 -- search; ranking.svg; the cells rendered from DOT by Graphviz; a PNG of
 -- each SVG when rsvg-convert is installed (opts.png = false: none).
 -- @param r a run directory name or a nasrt.run object
+-- @tparam[opt] string outdir where the files go (default RUNDIR/plots)
+-- @tparam[opt] table opts {png = false} to skip the PNGs
 -- @treturn table {dir=, files={{name=, what=}}, notes={...}}, or nil and a message
 function M.plot_run(r, outdir, opts)
   opts = opts or {}

@@ -286,7 +286,7 @@ Run.__index = Run
 
 local CKPT, PREV, BAD = "checkpoint.nrck", "checkpoint.prev.nrck", "checkpoint.bad.nrck"
 
---- Options that cannot change when a run is resumed: they fix the data and
+-- Options that cannot change when a run is resumed: they fix the data and
 -- its order, the model's shapes, the network being trained or the layout
 -- of saved sampler/search state, so a checkpoint taken under the old value
 -- would not load, or would load and silently mean something else.  A

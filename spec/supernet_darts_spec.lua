@@ -514,6 +514,20 @@ describe("nasrt.supernet genotypes", function()
     assert.are.equal(4095, ok.normal_concat[4096])
   end)
 
+  it("refuses integers past 64 bits and keeps range(mininteger) empty (fuzz_arch out-of-memory)", function()
+    local g, msg = S.genotype_from_string("Genotype(normal=[('skip_connect', 0)], " ..
+      "normal_concat=range(-9223372036854775808, 9223372036854775808))")
+    assert.is_nil(g)
+    assert.are.equal("genotype_from_string: number out of range at 82", msg)
+    -- range(lo) with lo = math.mininteger is range(0, mininteger): empty, as
+    -- in Python, where hi - 1 would wrap to maxinteger and loop for ever
+    g = assert(S.genotype_from_string("Genotype(normal=[('skip_connect', 0)], " ..
+      "normal_concat=range(-9223372036854775808))"))
+    assert.are.same({}, g.normal_concat)
+    g = assert(S.genotype_from_string("Genotype(normal=[('skip_connect', 0)], normal_concat=range(5, 2))"))
+    assert.are.same({}, g.normal_concat)
+  end)
+
   it("writes a cell as a Graphviz digraph like DARTS' visualize.py", function()
     local g = S.darts_genotypes.DARTS_V2
     for _, which in ipairs { "normal", "reduce" } do

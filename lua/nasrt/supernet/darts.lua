@@ -1531,7 +1531,9 @@ local function tokenize(s)
     elseif c:match("[%-%d]") then
       local num = s:match("^%-?%d+", i)
       if not num then return nil, ("bad number at %d"):format(i) end
-      toks[#toks + 1] = { "n", math.tointeger(tonumber(num)), i }
+      local v = math.tointeger(tonumber(num))
+      if not v then return nil, ("number out of range at %d"):format(i) end
+      toks[#toks + 1] = { "n", v, i }
       i = i + #num
     elseif c:match("[%a_]") then
       local name = s:match("^[%w_%.]+", i)
@@ -1619,6 +1621,8 @@ local function parse_text(s)
         -- length in floats, as hi - lo can wrap around
         if hi + 0.0 - lo > MAX_RANGE then fail(("range(%d, %d) is longer than %d"):format(lo, hi, MAX_RANGE)) end
         local r = {}
+        -- empty, as in Python; also keeps hi - 1 from wrapping at math.mininteger
+        if hi <= lo then return r end
         for v = lo, hi - 1 do r[#r + 1] = v end
         return r
       end

@@ -26,8 +26,12 @@ M.GROUPS = {
   nn = { "nn.", "optim." },
   blocks = { "blocks." },
   supernet = { "supernet." },
-  search = { "search.", "bench.", "recipe." },
+  search = { "search.", "bench.", "recipe.", "interop." },
 }
+-- Not walked: nasrt.run and nasrt.plot (reading a run folder back and
+-- drawing it; tools over finished runs, not part of a search), and the
+-- private C tables nasrt._dist (reached through nasrt.dist) and
+-- nasrt._param_names.
 
 -- Functions that take no arguments and have no self, so no call can be
 -- wrong (extra arguments are ignored, as in Lua's own libraries), and
@@ -42,6 +46,15 @@ M.NO_BAD_CALL = {
   ["nasrt.interrupted"] = "no arguments",
   ["dist.rank"] = "no arguments",
   ["dist.size"] = "no arguments",
+  ["dist.local_size"] = "no arguments",
+  ["dist.is_main"] = "no arguments",
+  ["dist.active"] = "no arguments",
+  ["dist.compiled"] = "no arguments",
+  ["dist.initialized"] = "no arguments",
+  ["dist.init"] = "no arguments",
+  ["dist.barrier"] = "no arguments",
+  ["dist.finalize"] = "no arguments (MPI_Finalize; calling it in a spec would end MPI)",
+  ["dist.sync_bn"] = "no arguments",
   ["nasrt.is_tensor"] = "predicate: any value",
   ["nasrt.catch_interrupt"] = "takes any value as a flag (truthiness)",
   ["nn.is_module"] = "predicate: any value",
@@ -127,7 +140,7 @@ function M.api()
   walk_class(nasrt.nn.Module, "nn.Module")
   walk_lib(nasrt, "nasrt")
   for _, sub in ipairs { "F", "io", "data", "sampler", "_optim", "dist", "nn", "nn.util",
-                         "nn.init", "optim", "search", "bench", "blocks", "supernet" } do
+                         "nn.init", "optim", "search", "bench", "blocks", "supernet", "interop" } do
     local t = nasrt
     for p in sub:gmatch("[^.]+") do t = t[p] end
     walk_lib(t, sub)

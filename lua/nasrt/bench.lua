@@ -428,8 +428,8 @@ end
 -- @treturn number accuracy in percent
 function NB201:acc(which, dataset, column)
   local fn = "nb201:acc"
+  local ds = check_ds(dataset, fn)   -- (before resolve, which may load the tables)
   local i = resolve(self, which, fn)
-  local ds = check_ds(dataset, fn)
   column = column or "test"
   if column == "test" or column == "test200" then return self._test[ds][i + 1] end
   if column ~= "val12" and column ~= "test12" then
@@ -571,6 +571,7 @@ end
 -- @treturn int index (the first of equals)
 -- @treturn number its accuracy
 function NB201:best(dataset, column)
+  check_ds(dataset, "nb201:best")
   local bi, bv = nil, -math.huge
   for i = 0, self:size() - 1 do
     local v = self:acc(i, dataset, column)

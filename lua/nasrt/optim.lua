@@ -323,6 +323,14 @@ core._param_names = core._param_names or setmetatable({}, { __mode = "k" })
 -- {name, tensor} pairs, like `module:named_parameters()` (whose names are
 -- registered anyway) or a supernet's `named_arch_parameters()`.
 function optim.name_parameters(named)
+  if type(named) ~= "table" then
+    error(("optim.name_parameters: expected a list of {name, tensor}, got %s"):format(type(named)), 2)
+  end
+  for i, nt in ipairs(named) do
+    if type(nt) ~= "table" or type(nt[1]) ~= "string" or not is_tensor(nt[2]) then
+      error(("optim.name_parameters: entry %d must be {name, tensor}"):format(i), 2)
+    end
+  end
   for _, nt in ipairs(named) do core._param_names[nt[2]] = nt[1] end
 end
 

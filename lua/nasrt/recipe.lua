@@ -254,6 +254,10 @@ end
 --- Cuts a file down to its first n bytes (atomically: the head is written
 -- to a temp file that replaces it).  Nothing happens when it is missing.
 function M.truncate_file(path, n)
+  check_arg(path, "string", "truncate_file", "path")
+  if math.type(n) ~= "integer" or n < 0 then
+    error(("recipe.truncate_file: n must be a non-negative integer, got %s"):format(tostring(n)), 2)
+  end
   local f = io.open(path, "rb")
   if not f then return end
   local head = n > 0 and f:read(n) or ""
@@ -506,6 +510,7 @@ end
 -- Inf (naming its path in the table), so poisoned weights never replace
 -- a good checkpoint.
 function M.check_finite(state)
+  check_arg(state, "table", "check_finite", "state")
   local list, paths = {}, {}
   collect_tensors(state, "", list, paths, {})
   local ok, i, k, v = nasrt.F.all_finite(list)

@@ -342,6 +342,12 @@ function Base:_rebuild() end
 -- @treturn table scores[i]
 -- @treturn table extras[i] (nil where score gave none)
 function M.evaluate_parallel(archs, score)
+  if type(archs) ~= "table" then
+    error(("search.evaluate_parallel: archs must be a list, got %s"):format(type(archs)), 2)
+  end
+  if type(score) ~= "function" then
+    error(("search.evaluate_parallel: score must be a function, got %s"):format(type(score)), 2)
+  end
   local dist = require "nasrt.dist"
   local res = dist.map(archs, function(a) return score(copy_list(a)) end)
   local scores, extras = {}, {}
@@ -367,10 +373,14 @@ end
 --   want = 1, max_steps = want}
 -- @treturn table list of distinct archs, in the order they would be scored
 function M.upcoming(s, opts)
+  if not guard.isa(s, Base) then
+    error(("search.upcoming: expected a searcher, got %s"):format(guard.what(s)), 2)
+  end
+  if opts ~= nil then check_opts("search.upcoming", opts, {"known", "want", "max_steps"}) end
   opts = opts or {}
-  local known = opts.known or function() return nil end
-  local want = opts.want or 1
-  local max_steps = opts.max_steps or want
+  local known = opt_fun("search.upcoming", opts, "known") or function() return nil end
+  local want = opt_int("search.upcoming", opts, "want", 1, 1)
+  local max_steps = opt_int("search.upcoming", opts, "max_steps", want, 1)
   local pre = s:state()
   local score, on_epoch, on_iteration = s.score, s.on_epoch, s.on_iteration
   local found, seen = {}, {}

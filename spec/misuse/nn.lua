@@ -275,4 +275,11 @@ return {
   {"optim.LRScheduler.get_last_lr", "an optimizer as self", function() return cos.get_last_lr(sgd) end, "LRScheduler.get_last_lr: self is a SGD, not a LRScheduler"},
   {"optim.LRScheduler.state_dict", "a table as self", function() return cos.state_dict({}) end, "LRScheduler.state_dict: self is a table"},
   {"optim.LRScheduler.load_state_dict", "a number", function() return cos:load_state_dict(5) end, "CosineLR.load_state_dict: expected a state dict from state_dict(), got a number"},
+  -- weights as .npy folders, optimizer parameter names --------------------
+  {"nn.Module.export_npy", "no folder", function() return conv:export_npy() end, "export_npy: dir must be a folder path"},
+  {"nn.Module.export_npy", "a tensor as self", function() return conv.export_npy(x4, "/tmp") end, "Module.export_npy: self is a tensor"},
+  {"nn.Module.import_npy", "a number folder", function() return conv:import_npy(5) end, "import_npy: dir must be a folder path"},
+  {"nn.Module.import_npy", "a missing folder", function() return assert(conv:import_npy("/nonexistent/weights")) end, "import_npy: /nonexistent/weights is not a folder"},
+  {"optim.name_parameters", "a string", function() return optim.name_parameters("weights") end, "optim.name_parameters: expected a list of {name, tensor}, got string"},
+  {"optim.name_parameters", "a bare tensor", function() return optim.name_parameters({p}) end, "optim.name_parameters: entry 1 must be {name, tensor}"},
 }

@@ -3,6 +3,7 @@
 local nasrt = require "nasrt"
 local search, bench = nasrt.search, nasrt.bench
 local recipe = require "nasrt.recipe"
+local interop = nasrt.interop
 
 local nan = 0 / 0
 local score = function(a) return a[1] end
@@ -130,7 +131,7 @@ return {
   {"bench.NB201.arch", "a string", function() return nb:arch("0") end, "nb201:arch: index must be an integer (0-based), got 0"},
   {"bench.NB201.index", "a bad string", function() return nb:index("|none~0|") end, "nb201:index: bad NAS-Bench-201 arch string"},
   {"bench.NB201.query", "index 1.5", function() return nb:query(1.5) end, "nb201:query: index must be an integer (0-based), got 1.5"},
-  {"bench.NB201.query", "a table", function() return nb:query({}) end, "nb201:query: index must be an integer (0-based), got table"},
+  {"bench.NB201.query", "an empty gene list", function() return nb:query({}) end, "nb201:query: expected 6 op indices (1..5), got table"},
   {"bench.NB201.random", "no sampler", function() return nb:random() end, "nb201:random: argument #1 must be a sampler (its generator is used), got nil"},
   {"bench.NB201.size", "a table as self", function() return nb.size({}) end, "nb201.size: self is a table, not a nb201"},
 
@@ -168,4 +169,55 @@ return {
   {"recipe.run", "not a recipe", function() return recipe.run(5) end, "recipe.run: expected a recipe table"},
   {"recipe.main", "not a recipe", function() return recipe.main("darts", {}) end, "recipe.main: expected a recipe table"},
   {"recipe.main", "argv a number", function() return recipe.main(R, 5) end, "recipe.main: argv must be a list of strings, got number"},
+  -- more searcher helpers ---------------------------------------------------
+  {"search.evaluate_parallel", "archs a number", function() return search.evaluate_parallel(5, score) end, "search.evaluate_parallel: archs must be a list, got number"},
+  {"search.evaluate_parallel", "no score", function() return search.evaluate_parallel({{1, 1}}) end, "search.evaluate_parallel: score must be a function, got nil"},
+  {"search.evaluate_parallel", "score raises", function() return search.evaluate_parallel({{1, 1}}, function() error("scorer died") end) end, "scorer died"},
+  {"search.upcoming", "not a searcher", function() return search.upcoming({}) end, "search.upcoming: expected a searcher, got a table"},
+  {"search.upcoming", "unknown option", function() return search.upcoming(rnd, {wants = 2}) end, "search.upcoming: unknown option 'wants'"},
+  {"search.upcoming", "want 0", function() return search.upcoming(rnd, {want = 0}) end, "search.upcoming: option 'want' must be >= 1, got 0"},
+  {"search.random.set_state", "a string", function() return rnd:set_state("saved") end, "search.random:set_state: expected a state table, got string"},
+  {"search.random.set_state", "an evolution state", function() return rnd:set_state(evo:state()) end, "search.random:set_state: state is from a 'evolution' search, this is 'random'"},
+
+  -- NAS-Bench-201 queries (arguments checked before the tables load) --------
+  {"bench.NB201.acc", "an unknown dataset", function() return nb:acc(0, "mnist") end, "nb201:acc: unknown dataset mnist (expected cifar10, cifar100 or imagenet16)"},
+  {"bench.NB201.acc", "a negative index", function() return nb:acc(-1) end, "nb201:acc: index -1 out of range"},
+  {"bench.NB201.cost", "a bad gene list", function() return nb:cost({9, 9, 9, 9, 9, 9}) end, "nb201:cost: gene 1 = 9 is not an op index 1..5"},
+  {"bench.NB201.epoch_time", "a fractional index", function() return nb:epoch_time(0.5) end, "nb201:epoch_time: index must be an integer (0-based), got 0.5"},
+  {"bench.NB201.train_time", "a bad arch string", function() return nb:train_time("|x~0|") end, "nb201:train_time: bad NAS-Bench-201 arch string"},
+  {"bench.NB201.unique", "a boolean", function() return nb:unique(true) end, "nb201:unique: index must be an integer (0-based), got true"},
+  {"bench.NB201.isomorphs", "a negative index", function() return nb:isomorphs(-3) end, "nb201:unique: index -3 out of range"},
+  {"bench.NB201.best", "an unknown dataset", function() return nb:best("svhn") end, "nb201:best: unknown dataset svhn"},
+  {"bench.NB201.evaluator", "unknown option", function() return nb:evaluator({epoch = 12}) end, "nb201:evaluator: unknown option 'epoch'"},
+  {"bench.NB201.evaluator", "a string", function() return nb:evaluator("cifar10") end, "nb201:evaluator: expected an options table"},
+  {"bench.NB201.simulate", "no options", function() return nb:simulate() end, "nb201:simulate: expected an options table"},
+  {"bench.NB201.simulate", "unknown option", function() return nb:simulate({method = "rea", repeats = 3}) end, "nb201:simulate: unknown option 'repeats'"},
+  {"bench.NB201.simulate", "an unknown method", function() return nb:simulate({method = "bayes"}) end, "nb201:simulate", "bayes"},
+
+  -- recipe helpers of the checkpoint logic (arguments only) -----------------
+  {"recipe.check_finite", "a tensor", function() return recipe.check_finite(nasrt.zeros({2})) end, "recipe.check_finite: state must be a table, got userdata"},
+  {"recipe.check_finite", "a NaN in the state", function() return recipe.check_finite({w = nasrt.tensor({1, nan})}) end, "divergence: checkpoint not written: ", "[2] is NaN at element 2"},
+  {"recipe.truncate_file", "n -1", function() return recipe.truncate_file(tmp, -1) end, "recipe.truncate_file: n must be a non-negative integer, got -1"},
+  {"recipe.truncate_file", "a number path", function() return recipe.truncate_file(1, 0) end, "recipe.truncate_file: path must be a string, got number"},
+
+  -- architecture interchange (nasrt.interop) --------------------------------
+  {"interop.arch_from_text", "a number", function() return interop.arch_from_text(5) end, "arch_from_text: expected a string, got number"},
+  {"interop.arch_from_text", "garbage", function() return assert(interop.arch_from_text("not an arch")) end, "arch_from_text: not an NB201 string, macro path or genotype"},
+  {"interop.arch_from_text", "a bad NB201 string", function() return assert(interop.arch_from_text("|none~0|+|none~1|")) end, "arch_from_text"},
+  {"interop.arch_from_text", "a negative macro entry", function() return assert(interop.arch_from_text("macro:1,-2")) end, "arch_from_text: macro path entry 2 is -2"},
+  {"interop.arch_to_text", "a number", function() return interop.arch_to_text(5) end, "arch: expected an architecture (string or table), got number"},
+  {"interop.arch_from_json", "a number", function() return interop.arch_from_json(5) end, "arch_from_json: expected JSON text or a table, got number"},
+  {"interop.arch_from_json", "bad JSON", function() return assert(interop.arch_from_json("{bad")) end, "arch_from_json: bad JSON"},
+  {"interop.arch_from_json", "a record without an arch", function() return assert(interop.arch_from_json({type = "resnet"})) end, "arch_from_json: the record holds no architecture I know (type resnet)"},
+  {"interop.arch_to_json", "a boolean", function() return interop.arch_to_json(true) end, "arch: expected an architecture (string or table), got boolean"},
+  {"interop.arch", "an unknown kind", function() return interop.arch({kind = "vit"}) end, "arch: unknown kind vit (expected nb201, darts or macro)"},
+  {"interop.arch", "nil", function() return interop.arch(nil) end, "arch: expected an architecture (string or table), got nil"},
+  {"interop.save_arch", "a number path", function() return interop.save_arch(5, ARCH) end, "save_arch: path must be a string"},
+  {"interop.save_arch", "format 'yaml'", function() return interop.save_arch(tmp .. ".arch", ARCH, "yaml") end, "save_arch: format must be json or text, got yaml"},
+  {"interop.load_arch", "a table", function() return interop.load_arch({}) end, "load_arch: expected a path or text"},
+  {"interop.load_arch", "text that is no arch", function() return assert(interop.load_arch("hello")) end, "arch_from_text: not an NB201 string"},
+  {"interop.export_npy", "not a module", function() return interop.export_npy({}, tmp .. ".w") end, "export_npy"},
+  {"interop.export_npy", "an empty folder name", function() return interop.export_npy(nasrt.nn.Linear(2, 2), "") end, "export_npy: dir must be a folder path"},
+  {"interop.import_npy", "not a module", function() return interop.import_npy(5, "/tmp") end, "import_npy"},
+  {"interop.import_npy", "a file for the folder", function() return assert(interop.import_npy(nasrt.nn.Linear(2, 2), tmp)) end, "import_npy:", "is not a folder"},
 }

@@ -292,7 +292,7 @@ end
 -- rank's shard of each batch; everything else is the loader's own (state,
 -- epochs, #).  The loader itself is `.unsharded`.  One process: the loader.
 function M.sharded(loader)
-  if (type(loader) ~= "userdata" and type(loader) ~= "table") or type(loader.next) ~= "function" then
+  if type(loader) ~= "userdata" and type(loader) ~= "table" then
     error(("dist.sharded: expected a loader, got %s"):format(type(loader)), 2)
   end
   if C.size() == 1 then return loader end

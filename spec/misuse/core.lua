@@ -304,7 +304,7 @@ return {
   {"dist.shard_range", "rank 3 of 2", function() return nasrt.dist.shard_range(10, 3, 2) end, "dist.shard_range: expected n >= 0 rows and a rank in 0..size-1, got n=10, rank=3, size=2"},
   {"dist.shard_range", "no rows", function() return nasrt.dist.shard_range() end, "dist.shard_range: expected n >= 0 rows"},
   {"dist.shard", "a table", function() return nasrt.dist.shard({}) end, "dist.shard: argument 1 is a table, expected a tensor (or nil)"},
-  {"dist.sharded", "a dataset-like table", function() return nasrt.dist.sharded({}) end, "dist.sharded: expected a loader, got table"},
+  {"dist.sharded", "a number", function() return nasrt.dist.sharded(64) end, "dist.sharded: expected a loader, got number"},
   {"dist.sync_grads", "op 'max'", function() return nasrt.dist.sync_grads({leaf}, "max") end, "dist.sync_grads: op must be \"sum\" or \"mean\""},
   {"dist.allreduce_grads", "not a list", function() return nasrt.dist.allreduce_grads(leaf) end, "dist.allreduce_grads: expected a list of tensors"},
   {"dist.consumed", "nil", function() return nasrt.dist.consumed() end, "dist.consumed: expected a list of tensors, got nil"},

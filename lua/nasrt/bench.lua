@@ -10,7 +10,8 @@
 -- with the Lua standard library (and dkjson for the official records).
 -- Params/FLOPs come from nasrt.supernet.nb201_cost and `simulate` drives
 -- nasrt.search; both are required on first use, so loading this module
--- needs no nasrt.core.
+-- needs no nasrt.core (nasrt.guard, which checks the methods' self, needs
+-- nothing either).
 --
 -- REPL:
 --   b = nasrt.bench.nb201()
@@ -19,6 +20,8 @@
 --   b:acc(13714, "cifar100", "val12"), b:cost(0), b:isomorphs(0)
 --   r = b:simulate{method = "rea", runs = 100}; print(r.mean, r.std)
 -- @module nasrt.bench
+local guard = require "nasrt.guard"
+
 local M = {}
 
 --- The five NAS-Bench-201 operations, in the benchmark's own order.
@@ -343,18 +346,22 @@ end
 
 local NB201 = {}
 NB201.__index = NB201
+NB201.__name = "nb201"
 
 local function ensure(self)
   if not self._arch then load_acc200(self) end
 end
 
 local function check_index(self, i, fn)
-  ensure(self)
   if math.type(i) ~= "integer" then
-    if type(i) == "number" and i == math.floor(i) then i = math.tointeger(i)
-    else error(("%s: index must be an integer 0..%d, got %s"):format(fn, self._n - 1, tostring(i)), 3) end
+    if type(i) == "number" and i == math.floor(i) and math.tointeger(i) then i = math.tointeger(i)
+    else error(("%s: index must be an integer (0-based), got %s"):format(fn, tostring(i)), 3) end
   end
-  if i < 0 or i >= self._n then
+  if i < 0 then
+    error(("%s: index %d out of range (official 0-based indices)"):format(fn, i), 3)
+  end
+  ensure(self)
+  if i >= self._n then
     error(("%s: index %d out of range 0..%d (official 0-based indices)"):format(fn, i, self._n - 1), 3)
   end
   return i
@@ -421,8 +428,8 @@ end
 -- @treturn number accuracy in percent
 function NB201:acc(which, dataset, column)
   local fn = "nb201:acc"
+  local ds = check_ds(dataset, fn)   -- (before resolve, which may load the tables)
   local i = resolve(self, which, fn)
-  local ds = check_ds(dataset, fn)
   column = column or "test"
   if column == "test" or column == "test200" then return self._test[ds][i + 1] end
   if column ~= "val12" and column ~= "test12" then
@@ -564,6 +571,7 @@ end
 -- @treturn int index (the first of equals)
 -- @treturn number its accuracy
 function NB201:best(dataset, column)
+  check_ds(dataset, "nb201:best")
   local bi, bv = nil, -math.huge
   for i = 0, self:size() - 1 do
     local v = self:acc(i, dataset, column)
@@ -837,5 +845,8 @@ function M.nb201(dir)
   cache[dir] = self
   return self
 end
+
+-- Every method checks its self (nasrt.guard).
+guard.class(NB201)
 
 return M

@@ -70,6 +70,14 @@ local function check_shape(s, fn)
   return s
 end
 
+-- The shape of a tensor argument; anything else raises naming fn.
+local function shape_of(x, fn)
+  if not core.is_tensor(x) then
+    error(("%s: expected a tensor input, got %s"):format(fn, x == nil and "nil" or type(x)), 3)
+  end
+  return x:shape()
+end
+
 local function check_input(s, channels, name)
   if #s ~= 4 then
     error(("%s: expected a 4-dim input [N,C,H,W], got %s"):format(name, shape_str(s)), 3)
@@ -113,6 +121,7 @@ end
 
 --- Python's round() (half to even), used for expanded widths.
 local function py_round(x)
+  if type(x) ~= "number" then error(("py_round: expected a number, got %s"):format(type(x)), 2) end
   local f = floor(x)
   local d = x - f
   if d > 0.5 then return f + 1 end
@@ -131,6 +140,15 @@ M.py_round = py_round
 function M.make_divisible(v, divisor, min_value)
   divisor = divisor or 8
   min_value = min_value or 1
+  if type(v) ~= "number" or v ~= v then
+    error(("make_divisible: v must be a number, got %s"):format(tostring(v)), 2)
+  end
+  if math.type(divisor) ~= "integer" or divisor < 1 then
+    error(("make_divisible: divisor must be a positive integer, got %s"):format(tostring(divisor)), 2)
+  end
+  if type(min_value) ~= "number" then
+    error(("make_divisible: min_value must be a number, got %s"):format(tostring(min_value)), 2)
+  end
   local new = max(min_value, floor(v + divisor / 2) // divisor * divisor)
   if new < 0.9 * v then new = new + divisor end
   return math.tointeger(new) or new
@@ -138,7 +156,10 @@ end
 
 --- Global average pooling to [N, C] (the SE/attention squeeze).
 local function gap(x)
-  local s = x:shape()
+  local s = shape_of(x, "global_avg_pool")
+  if #s ~= 4 then
+    error(("global_avg_pool: expected an input [N,C,H,W], got %s"):format(shape_str(s)), 2)
+  end
   return F.mean(x:reshape { s[1], s[2], s[3] * s[4] }, 3)
 end
 M.global_avg_pool = gap
@@ -261,6 +282,8 @@ M.ReLUConvBN = ReLUConvBN
 
 function ReLUConvBN:__init(cin, cout, k, stride, padding, opts)
   opts = norm_opts(opts, RCB_OPTS, "ReLUConvBN")
+  check_int(cin, "cin", "ReLUConvBN")
+  check_int(cout, "cout", "ReLUConvBN")
   nn.Sequential.__init(self,
     nn.ReLU(),
     nn.Conv2d(cin, cout, k, { stride = stride or 1, padding = padding or 0,
@@ -285,6 +308,8 @@ M.SepConv = SepConv
 
 function SepConv:__init(cin, cout, k, stride, padding, affine)
   local o = norm_opts(affine, BN_ONLY, "SepConv")
+  check_int(cin, "cin", "SepConv")
+  check_int(cout, "cout", "SepConv")
   nn.Sequential.__init(self,
     nn.ReLU(),
     nn.Conv2d(cin, cin, k, { stride = stride, padding = padding, groups = cin, bias = false }),
@@ -311,6 +336,8 @@ M.DilConv = DilConv
 
 function DilConv:__init(cin, cout, k, stride, padding, dilation, affine)
   local o = norm_opts(affine, BN_ONLY, "DilConv")
+  check_int(cin, "cin", "DilConv")
+  check_int(cout, "cout", "DilConv")
   nn.Sequential.__init(self,
     nn.ReLU(),
     nn.Conv2d(cin, cin, k, { stride = stride, padding = padding, dilation = dilation,
@@ -327,6 +354,8 @@ M.Conv7x1_1x7 = Conv7x1_1x7
 
 function Conv7x1_1x7:__init(c, stride, affine)
   local o = norm_opts(affine, BN_ONLY, "Conv7x1_1x7")
+  check_int(c, "C", "Conv7x1_1x7")
+  check_stride(stride, "Conv7x1_1x7")
   nn.Sequential.__init(self,
     nn.ReLU(),
     nn.Conv2d(c, c, { 1, 7 }, { stride = { 1, stride }, padding = { 0, 3 }, bias = false }),
@@ -394,7 +423,7 @@ end
 function FactorizedReduce:forward(x)
   if self.stride == 1 then return self.bn(self.conv(x)) end
   x = F.relu(x)
-  local s = x:shape()
+  local s = shape_of(x, "FactorizedReduce")
   check_input(s, self.in_channels, "FactorizedReduce")
   local shifted
   if self.nb201 then
@@ -444,6 +473,10 @@ M.PoolBN = PoolBN
 
 function PoolBN:__init(kind, C, stride, affine)
   local o = norm_opts(affine, BN_ONLY, "PoolBN")
+  if kind ~= "max" and kind ~= "avg" then
+    error(("PoolBN: kind must be 'max' or 'avg', got %s"):format(tostring(kind)), 3)
+  end
+  check_int(C, "C", "PoolBN")
   o = { affine = opt(o.affine, false), track_running_stats = o.track_running_stats }
   nn.Sequential.__init(self, pool3x3(kind, check_stride(stride, "PoolBN")), bn2d(C, o))
 end
@@ -511,6 +544,8 @@ local NB201Zero = nn.class("NB201Zero", Block)
 M.NB201Zero = NB201Zero
 
 function NB201Zero:__init(cin, cout, stride)
+  check_int(cin, "cin", "NB201Zero")
+  check_int(cout, "cout", "NB201Zero")
   self.in_channels, self.out_channels = cin, cout
   self.stride = check_int(stride or 1, "stride", "NB201Zero")
 end
@@ -520,7 +555,7 @@ function NB201Zero:forward(x)
     if self.stride ~= 1 then x = F.subsample(x, self.stride) end
     return F.scale(x, 0)
   end
-  local o = self:output_shape(x:shape())
+  local o = self:output_shape(shape_of(x, "NB201Zero"))
   return core.zeros(o)
 end
 
@@ -542,6 +577,8 @@ local NB201Pool = nn.class("NB201Pool", nn.Sequential)
 M.NB201Pool = NB201Pool
 
 function NB201Pool:__init(cin, cout, stride, affine, track)
+  check_int(cin, "cin", "NB201Pool")
+  check_int(cout, "cout", "NB201Pool")
   local list = {}
   if cin ~= cout then
     list[1] = ReLUConvBN(cin, cout, 1, 1, 0, { affine = affine, bias = not affine,
@@ -596,6 +633,8 @@ M.ResNetBasicblock = ResNetBasicblock
 M.ResNetBasicBlock = ResNetBasicblock
 
 function ResNetBasicblock:__init(inplanes, planes, stride, affine, track)
+  check_int(inplanes, "inplanes", "ResNetBasicblock")
+  check_int(planes, "planes", "ResNetBasicblock")
   check_stride(stride, "ResNetBasicblock")
   affine, track = opt(affine, true), opt(track, true)
   self.in_channels, self.out_channels, self.stride = inplanes, planes, stride
@@ -679,7 +718,7 @@ end
 
 --- The per-channel weights [N, c, 1, 1] (in (0, 1)).
 function SE:mask(x)
-  local s = x:shape()
+  local s = shape_of(x, "SE")
   check_input(s, self.channels, "SE")
   local y = self._gate(self.fc2(self.act(self.fc1(gap(x)))))
   return y:reshape { s[1], s[2], 1, 1 }
@@ -727,7 +766,7 @@ end
 
 --- The combined mask s_att(c_att * x) * c_att, broadcast to x's shape.
 function CBAM:mask(x)
-  local s = x:shape()
+  local s = shape_of(x, "CBAM")
   check_input(s, self.channels, "CBAM")
   local flat = x:reshape { s[1], s[2], s[3] * s[4] }
   local avg = F.mean(flat, 3)
@@ -807,7 +846,7 @@ end
 
 --- The mask 1 + sigmoid(channel_gate * spatial_gate), [N, c, H, W].
 function BAM:mask(x)
-  local s = x:shape()
+  local s = shape_of(x, "BAM")
   check_input(s, self.channels, "BAM")
   local cg = self.channel_gate(gap(x)):reshape { s[1], s[2], 1, 1 }
   local sg = self.spatial_gate(x)
@@ -862,7 +901,7 @@ local function check_spatial(self, s)
 end
 
 function GEThetaPlus:mask(x)
-  check_spatial(self, x:shape())
+  check_spatial(self, shape_of(x, "GEThetaPlus"))
   return F.sigmoid(self.mlp(self.downop(x)))
 end
 
@@ -898,7 +937,7 @@ function DoubleAttention:__init(c, opts)
 end
 
 function DoubleAttention:forward(x)
-  local s = x:shape()
+  local s = shape_of(x, "DoubleAttention")
   check_input(s, self.channels, "DoubleAttention")
   local b, hw = s[1], s[3] * s[4]
   local A = self.convA(x):reshape { b, self.c_m, hw }
@@ -973,7 +1012,7 @@ end
 
 --- Per-channel weights [N, nC, 1, 1] of the concatenated candidates.
 function AGNASAttention:forward(x)
-  local s = x:shape()
+  local s = shape_of(x, "AGNASAttention")
   check_input(s, self.channels, "AGNASAttention")
   return self:weights(gap(x)):reshape { s[1], s[2], 1, 1 }
 end
@@ -988,7 +1027,7 @@ function AGNASAttention:mix(list)
   end
   local pooled = {}
   for i = 1, self.n do
-    local s = list[i]:shape()
+    local s = shape_of(list[i], "AGNASAttention:mix")
     check_input(s, self.C, "AGNASAttention:mix")
     pooled[i] = gap(list[i])
   end
@@ -1021,7 +1060,15 @@ end
 -- @tparam int n number of candidates
 -- @tparam[opt=false] boolean mean_channels
 function M.agnas_scores(y, n, mean_channels)
-  local s = y:shape()
+  local s = shape_of(y, "agnas_scores")
+  if math.type(n) ~= "integer" or n < 1 then
+    error(("agnas_scores: n (the number of candidates) must be a positive integer, got %s"):format(
+      tostring(n)), 2)
+  end
+  if #s ~= 2 and #s ~= 4 then
+    error(("agnas_scores: expected attention weights [N,C] or [N,C,1,1], got %s"):format(
+      shape_str(s)), 2)
+  end
   local C = s[2] // n
   if C * n ~= s[2] then
     error(("agnas_scores: %d channels do not split into %d candidates"):format(s[2], n), 2)
@@ -1069,7 +1116,7 @@ function MBConv:__init(cin, cout, k, stride, e, opts)
   check_int(k, "kernel size", "MBConv")
   check_int(stride, "stride", "MBConv")
   if k % 2 == 0 then error(("MBConv: kernel size must be odd, got %d"):format(k), 2) end
-  if type(e) ~= "number" or e <= 0 then
+  if type(e) ~= "number" or not (e > 0 and e < math.huge) then
     error(("MBConv: expansion ratio must be a positive number, got %s"):format(tostring(e)), 2)
   end
   local mid = opts.mid
@@ -1143,7 +1190,7 @@ end
 -- @treturn tensor x[:, 0::2]
 -- @treturn tensor x[:, 1::2]
 function M.shuffle_split(x)
-  local s = x:shape()
+  local s = shape_of(x, "shuffle_split")
   if #s ~= 4 or s[2] % 2 ~= 0 then
     error(("shuffle_split: expected [N,C,H,W] with C even, got %s"):format(shape_str(s)), 2)
   end
@@ -1158,7 +1205,7 @@ end
 -- @tparam tensor x [N, C, H, W]
 -- @tparam int groups
 function M.channel_shuffle(x, groups)
-  local s = x:shape()
+  local s = shape_of(x, "channel_shuffle")
   if #s ~= 4 or math.type(groups) ~= "integer" or groups < 1 or s[2] % groups ~= 0 then
     error(("channel_shuffle: %s cannot be shuffled in %s groups"):format(shape_str(s),
       tostring(groups)), 2)
@@ -1197,7 +1244,7 @@ local function spos_init(self, name, inp, oup, mid, stride)
 end
 
 local function spos_forward(self, x)
-  check_input(x:shape(), self.in_channels, self.__name)
+  check_input(shape_of(x, self.__name), self.in_channels, self.__name)
   if self.stride == 1 then
     local keep, work = M.shuffle_split(x)
     return F.cat({ keep, self.branch_main(work) }, 2)
@@ -1243,6 +1290,7 @@ function ShuffleNetBlock:__init(inp, oup, mid, k, stride, opts)
   local o = norm_opts(opts, SPOS_BLOCK_OPTS, "ShuffleNetBlock")
   spos_init(self, "ShuffleNetBlock", inp, oup, mid, stride)
   check_int(k, "kernel size", "ShuffleNetBlock")
+  if k % 2 == 0 then error(("ShuffleNetBlock: kernel size must be odd, got %d"):format(k), 2) end
   self.kernel_size = k
   local outputs = oup - inp
   self.branch_main = nn.Sequential(

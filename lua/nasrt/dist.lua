@@ -80,9 +80,32 @@ function M.active()
   return independent_depth == 0 and C.size() > 1
 end
 
+-- Argument checks run also with one rank, so a bad call fails the same
+-- way on a laptop as under mpirun.
 local function check_list(fn, list)
   if type(list) ~= "table" then
     error(("%s: expected a list of tensors, got %s"):format(fn, type(list)), 3)
+  end
+end
+
+local function check_root(fn, root)
+  if root ~= nil and (math.type(root) ~= "integer" or root < 0 or root >= C.size()) then
+    error(("%s: root %s out of range 0..%d"):format(fn, tostring(root), C.size() - 1), 3)
+  end
+end
+
+local function check_fn(fn, f, what)
+  if type(f) ~= "function" then
+    error(("%s: %s must be a function, got %s"):format(fn, what, type(f)), 3)
+  end
+end
+
+local function check_numbers(fn, ...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) ~= "number" then
+      error(("%s: argument %d is a %s, expected a number"):format(fn, i, type(v)), 3)
+    end
   end
 end
 
@@ -98,18 +121,21 @@ end
 -- @tparam[opt="sum"] string op "sum" or "mean"
 function M.allreduce(list, op)
   check_list("dist.allreduce", list)
+  local scale = scale_of("dist.allreduce", op or "sum")
   if C.size() == 1 then return end
-  C.allreduce(list, scale_of("dist.allreduce", op or "sum"))
+  C.allreduce(list, scale)
 end
 
 --- Root's values of a list of tensors on every rank (in place).
 function M.broadcast(list, root)
   check_list("dist.broadcast", list)
+  check_root("dist.broadcast", root)
   C.broadcast(list, root or 0)
 end
 
 --- Sums of numbers over the ranks: `dist.sum(a, b, ...)` -> a', b', ...
 function M.sum(...)
+  check_numbers("dist.sum", ...)
   local xs = table.pack(...)
   if C.size() == 1 then return ... end
   local r = C.allreduce_numbers({ table.unpack(xs, 1, xs.n) })
@@ -118,6 +144,7 @@ end
 
 --- Means of numbers over the ranks (equal shards: the global batch's mean).
 function M.mean(...)
+  check_numbers("dist.mean", ...)
   local xs = table.pack(...)
   if C.size() == 1 then return ... end
   local r = C.allreduce_numbers({ table.unpack(xs, 1, xs.n) })
@@ -185,12 +212,16 @@ function M.encode(v)
 end
 
 --- The value back from `dist.encode`.
-function M.decode(s) return (dec(s, 1)) end
+function M.decode(s)
+  if type(s) ~= "string" then error(("dist.decode: expected a string, got %s"):format(type(s)), 2) end
+  return (dec(s, 1))
+end
 
 --- Root's Lua value on every rank (plain values: no functions, tensors).
 -- @param v the value (used on root only)
 -- @tparam[opt=0] int root
 function M.broadcast_value(v, root)
+  check_root("dist.broadcast_value", root)
   root = root or 0
   if C.size() == 1 then return v end
   local s = C.rank() == root and M.encode(v) or nil
@@ -199,7 +230,10 @@ end
 
 --- Every rank's Lua value, by rank: {[1] = rank 0's, ...}.
 function M.allgather(v)
-  if C.size() == 1 then return { v } end
+  if C.size() == 1 then
+    M.encode(v)   -- what could not be sent fails here too
+    return { v }
+  end
   local parts = C.allgather_string(M.encode(v))
   local out = {}
   for i, s in ipairs(parts) do out[i] = M.decode(s) end
@@ -213,6 +247,11 @@ end
 function M.shard_range(n, rank, size)
   size = size or C.size()
   rank = rank or C.rank()
+  if math.type(n) ~= "integer" or n < 0 or math.type(size) ~= "integer" or size < 1
+      or math.type(rank) ~= "integer" or rank < 0 or rank >= size then
+    error(("dist.shard_range: expected n >= 0 rows and a rank in 0..size-1, got n=%s, rank=%s, size=%s")
+      :format(tostring(n), tostring(rank), tostring(size)), 2)
+  end
   local lo, hi = rank * n // size, (rank + 1) * n // size
   return lo + 1, hi - lo
 end
@@ -221,6 +260,12 @@ end
 -- first size).  Returns the tensors unchanged when not active.
 -- @usage local x, y = dist.shard(loader:next())
 function M.shard(...)
+  for i = 1, select("#", ...) do
+    local t = select(i, ...)
+    if t ~= nil and not core.is_tensor(t) then
+      error(("dist.shard: argument %d is a %s, expected a tensor (or nil)"):format(i, type(t)), 2)
+    end
+  end
   if not M.active() then return ... end
   local ts = table.pack(...)
   local x = ts[1]
@@ -247,6 +292,9 @@ end
 -- rank's shard of each batch; everything else is the loader's own (state,
 -- epochs, #).  The loader itself is `.unsharded`.  One process: the loader.
 function M.sharded(loader)
+  if type(loader) ~= "userdata" and type(loader) ~= "table" then
+    error(("dist.sharded: expected a loader, got %s"):format(type(loader)), 2)
+  end
   if C.size() == 1 then return loader end
   local P = setmetatable({ unsharded = loader }, {
     __index = function(t, k)
@@ -281,6 +329,8 @@ local synced = setmetatable({}, { __mode = "k" })
 -- @tparam {tensor,...} params
 -- @tparam[opt="mean"] string op
 function M.sync_grads(params, op)
+  check_list("dist.sync_grads", params)
+  scale_of("dist.sync_grads", op)
   if not M.active() then return end
   local todo = {}
   for _, p in ipairs(params) do
@@ -295,6 +345,8 @@ end
 -- one flat buffer, without marking them (for gradients used inside a step,
 -- e.g. DARTS' virtual step).
 function M.allreduce_grads(params, op)
+  check_list("dist.allreduce_grads", params)
+  scale_of("dist.allreduce_grads", op)
   if not M.active() then return end
   C.allreduce_grads(params, scale_of("dist.allreduce_grads", op))
 end
@@ -302,6 +354,7 @@ end
 --- Forgets that params were synchronised (optimizer:step and zero_grad
 -- call it: the next gradients are new ones).
 function M.consumed(params)
+  check_list("dist.consumed", params)
   for _, p in ipairs(params) do synced[p] = nil end
 end
 
@@ -311,7 +364,12 @@ local env_bn = os.getenv("NASRT_SYNC_BN")
 C.set_sync_bn(not (env_bn == "0" or env_bn == "false" or env_bn == "no"))
 
 --- Switches synchronised batch norm on or off; returns the old setting.
-function M.set_sync_bn(on) return C.set_sync_bn(on) end
+function M.set_sync_bn(on)
+  if type(on) ~= "boolean" then
+    error(("dist.set_sync_bn: expected a boolean, got %s"):format(type(on)), 2)
+  end
+  return C.set_sync_bn(on)
+end
 
 --- Whether batch norm in training mode uses the global batch's statistics
 -- now (the switch is on, more than one rank, not inside independent).
@@ -323,6 +381,9 @@ function M.sync_bn() return C.sync_bn() end
 -- parameters among the buffers are left alone (their gradients are
 -- synchronised, so they agree).
 function M.average_buffers(net)
+  if type(net) ~= "table" or type(net.buffers) ~= "function" then
+    error(("dist.average_buffers: expected a module, got %s"):format(type(net)), 2)
+  end
   if not M.active() or C.sync_bn() then return end
   local skip = {}
   if net.arch_parameters then
@@ -342,6 +403,7 @@ end
 -- share of candidate evaluations).  Restores the settings also when fn
 -- raises.
 function M.independent(fn, ...)
+  check_fn("dist.independent", fn, "fn")
   independent_depth = independent_depth + 1
   local bn = C.set_sync_bn(false)
   local res = table.pack(pcall(fn, ...))
@@ -360,6 +422,10 @@ end
 -- @tparam function fn function(item, i) -> values
 -- @treturn table results[i] = {n = count, ...} (table.pack of fn's results)
 function M.map(items, fn)
+  if type(items) ~= "table" then
+    error(("dist.map: items must be a list, got %s"):format(type(items)), 2)
+  end
+  check_fn("dist.map", fn, "fn")
   local n = #items
   local out = {}
   if not M.active() then

@@ -8,6 +8,12 @@ local nasrt = core
 
 --- Dimensions of a tensor as a string, e.g. "[64,16,28,28]".
 function nasrt.shape_str(t)
+  if not nasrt.is_tensor(t) then
+    local mt = getmetatable(t)
+    local what = mt == getmetatable(core.zeros({0})) and "a closed tensor"
+      or type(mt) == "table" and mt.__name or type(t)
+    error(("shape_str: argument #1: expected tensor, got %s"):format(what), 2)
+  end
   return "[" .. table.concat(t:shape(), ",") .. "]"
 end
 

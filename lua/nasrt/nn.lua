@@ -33,6 +33,7 @@
 -- local logits = net(x)                      -- same as net:forward(x)
 -- print(net, net:num_parameters(), net:flops({1, 1, 28, 28}))
 local core = require "nasrt.core"
+local guard = require "nasrt.guard"
 local F = core.F
 
 local nn = {}
@@ -43,11 +44,44 @@ local floor, ceil, sqrt = math.floor, math.ceil, math.sqrt
 -- ------------------------------------------------------------ helpers
 
 local function shape_str(s)
+  if type(s) ~= "table" then
+    error(("shape_str: expected a shape (a list of sizes), got %s"):format(type(s)), 2)
+  end
   return "[" .. table.concat(s, ",") .. "]"
 end
 
 local function copy_shape(s)
+  if type(s) ~= "table" then
+    error(("copy_shape: expected a shape (a list of sizes), got %s"):format(type(s)), 2)
+  end
   return table.move(s, 1, #s, 1, {})
+end
+
+-- A shape argument: a list of non-negative integers, or a tensor (its
+-- shape).  Errors are raised at `level` (default 3: the caller of the
+-- method that checks).
+local function check_shape_arg(in_shape, fn, level)
+  if is_tensor(in_shape) then return in_shape:shape() end
+  level = level or 3
+  if type(in_shape) ~= "table" or #in_shape == 0 then
+    error(("%s: expected an input shape like {1, 3, 32, 32}, got %s"):format(fn,
+      type(in_shape) == "table" and "{}" or type(in_shape)), level)
+  end
+  for i, d in ipairs(in_shape) do
+    if math.type(d) ~= "integer" or d < 0 then
+      error(("%s: shape entry %d must be a non-negative integer, got %s"):format(fn, i,
+        tostring(d)), level)
+    end
+  end
+  return in_shape
+end
+
+-- A tensor argument.
+local function check_tensor(t, fn, i, level)
+  if not is_tensor(t) then
+    error(("%s: argument #%d: expected tensor, got %s"):format(fn, i, type(t)), level or 3)
+  end
+  return t
 end
 
 --- An integer option that may also be a pair {h, w}; returns h, w.
@@ -95,10 +129,12 @@ local function opt(v, default)
 end
 
 local function check_rank(in_shape, rank, cls, what)
+  in_shape = check_shape_arg(in_shape, cls .. ":output_shape", 4)
   if #in_shape ~= rank then
     error(("%s: expected a %s input %s, got %s"):format(cls, what or (rank .. "-dim"),
       rank == 4 and "[N,C,H,W]" or "", shape_str(in_shape)), 3)
   end
+  return in_shape
 end
 
 -- ------------------------------------------------------------ classes
@@ -108,6 +144,10 @@ Module.__name = "Module"
 Module.__index = Module
 
 local METAMETHODS = { "__call", "__tostring", "__newindex", "__len", "__index" }
+
+-- Every method a class defines is guarded against a wrong self
+-- (`net.forward(x)` for `net:forward(x)`): see nasrt.guard.
+local what, define = guard.what, guard.define
 
 --- Makes a new module class.
 -- Calling the class creates an instance: the base state is set up, then
@@ -121,7 +161,13 @@ local METAMETHODS = { "__call", "__tostring", "__newindex", "__len", "__index" }
 -- function Block:__init(c) self.conv = nn.Conv2d(c, c, 3, {padding = 1}) end
 -- function Block:forward(x) return F.relu(self.conv(x)) + x end
 function nn.class(name, parent)
+  if type(name) ~= "string" or name == "" then
+    error(("nn.class: name must be a non-empty string, got %s"):format(what(name)), 2)
+  end
   parent = parent or Module
+  if not guard.derives(parent, Module) or rawget(parent, "_child_names") then
+    error(("nn.class: parent must be a module class, got %s"):format(what(parent)), 2)
+  end
   local cls = {}
   for _, k in ipairs(METAMETHODS) do cls[k] = rawget(parent, k) end
   if cls.__index == parent then cls.__index = cls end
@@ -133,10 +179,17 @@ function nn.class(name, parent)
       local self = setmetatable({}, c)
       Module._setup(self)
       local init = c.__init
-      if init then init(self, ...) end
+      if init then
+        init(self, ...)
+      elseif select("#", ...) > 0 then
+        local f = rawget(c, "_factory")
+        error(("%s: the constructor takes no arguments, got %d%s"):format(name, select("#", ...),
+          f and (" (build one with " .. f .. ")") or ""), 2)
+      end
       return self
     end,
     __tostring = function() return "class " .. name end,
+    __newindex = define,
   })
 end
 
@@ -161,11 +214,15 @@ end
 
 setmetatable(Module, {
   __call = function(c, ...)
+    if select("#", ...) > 0 then
+      error(("Module: the constructor takes no arguments, got %d"):format(select("#", ...)), 2)
+    end
     local self = setmetatable({}, c)
     Module._setup(self)
     return self
   end,
   __tostring = function() return "class Module" end,
+  __newindex = define,
 })
 
 local function has(list, name)
@@ -180,7 +237,7 @@ local function check_name(self, name, what)
   for _, list in ipairs { self._param_names, self._buffer_names, self._child_names } do
     if has(list, name) then return end  -- re-registering the same kind is handled by callers
   end
-  if rawget(self, name) ~= nil then
+  if self[name] ~= nil then   -- a field or a method (PyTorch: hasattr)
     error(("%s: attribute '%s' already exists"):format(what, name), 3)
   end
 end
@@ -222,6 +279,9 @@ function Module:register_buffer(name, t, persistent)
   end
   if t ~= nil and not is_tensor(t) then
     error(("register_buffer: '%s' must be a tensor or nil, got %s"):format(name, type(t)), 2)
+  end
+  if persistent ~= nil and type(persistent) ~= "boolean" then
+    error(("register_buffer: persistent must be a boolean, got %s"):format(type(persistent)), 2)
   end
   if not has(self._buffer_names, name) then table.insert(self._buffer_names, name) end
   self._nonpersistent[name] = (persistent == false) or nil
@@ -284,6 +344,12 @@ end
 --- Every module of the tree, pre-order (self first), each once, as a list
 -- of {dotted_name, module}; the root's name is `prefix` or "".
 function Module:named_modules(prefix, memo)
+  if prefix ~= nil and type(prefix) ~= "string" then
+    error(("named_modules: prefix must be a string, got %s"):format(type(prefix)), 2)
+  end
+  if memo ~= nil and type(memo) ~= "table" then
+    error(("named_modules: memo must be a table, got %s"):format(type(memo)), 2)
+  end
   memo = memo or {}
   prefix = prefix or ""
   local out = {}
@@ -314,6 +380,10 @@ local param_names = core._param_names or setmetatable({}, { __mode = "k" })
 core._param_names = param_names
 
 local function named_members(self, field, recurse, skip_nonpersistent)
+  if recurse ~= nil and type(recurse) ~= "boolean" then
+    error(("%s: recurse must be a boolean, got %s"):format(field == "_param_names" and
+      "parameters" or "buffers", type(recurse)), 4)
+  end
   local out, seen = {}, {}
   local mods = recurse == false and { { "", self } } or self:named_modules()
   local is_param = field == "_param_names"
@@ -363,6 +433,9 @@ end
 
 --- Calls fn(m) on every child (recursively), then on self; returns self.
 function Module:apply(fn)
+  if type(fn) ~= "function" then
+    error(("apply: expected a function, got %s"):format(what(fn)), 2)
+  end
   for _, m in ipairs(self:children()) do m:apply(fn) end
   fn(self)
   return self
@@ -429,8 +502,13 @@ end
 -- @treturn table {missing_keys = {...}, unexpected_keys = {...}}
 -- @raise on a non-tensor value, a shape mismatch, or (strict) a key mismatch
 function Module:load_state_dict(sd, strict)
-  if type(sd) ~= "table" then error("load_state_dict: expected a table name -> tensor", 2) end
+  if type(sd) ~= "table" then
+    error(("load_state_dict: expected a table name -> tensor, got %s"):format(what(sd)), 2)
+  end
   if strict == nil then strict = true end
+  if type(strict) ~= "boolean" then
+    error(("load_state_dict: strict must be a boolean, got %s"):format(type(strict)), 2)
+  end
   local own, keys = self:state_dict()
   local missing, unexpected, errs, todo = {}, {}, {}, {}
   for _, k in ipairs(keys) do
@@ -548,18 +626,6 @@ local function trace(self, in_shape, opts)
   return total, out:shape()
 end
 
-local function check_shape_arg(in_shape, fn)
-  if is_tensor(in_shape) then return in_shape:shape() end
-  if type(in_shape) ~= "table" or #in_shape == 0 then
-    error(("%s: expected an input shape like {1, 3, 32, 32}"):format(fn), 3)
-  end
-  for i, d in ipairs(in_shape) do
-    if math.type(d) ~= "integer" or d < 0 then
-      error(("%s: shape entry %d must be a non-negative integer"):format(fn, i), 3)
-    end
-  end
-  return in_shape
-end
 
 --- Output shape for an input of shape `in_shape` (batch included), from
 -- shapes alone where the module knows how, else by a traced forward.
@@ -577,7 +643,7 @@ end
 -- @treturn int
 function Module:macs(in_shape, opts)
   in_shape = check_shape_arg(in_shape, "macs")
-  opts = opts or {}
+  opts = check_opts(opts, { bias = true }, "macs")
   if self._count then
     return self:_count(in_shape, self:output_shape(in_shape), opts)
   end
@@ -590,14 +656,17 @@ function Module:flops(in_shape, opts)
 end
 
 -- Leaf helpers: elementwise modules keep the shape and cost nothing.
-local function same_shape(_, s) return copy_shape(s) end
+local function same_shape(self, s) return copy_shape(check_shape_arg(s, self.__name .. ":output_shape")) end
 local function no_cost() return 0 end
 
-local function leaf(name, parent)
-  local cls = nn.class(name, parent)
-  cls.output_shape = same_shape
-  cls._count = no_cost
-  return cls
+-- Leaf modules derive from Leaf (same shape, no cost); a leaf that knows
+-- better defines its own output_shape (a new key, so it is guarded too).
+local Leaf = nn.class("Leaf")
+Leaf.output_shape = same_shape
+Leaf._count = no_cost
+
+local function leaf(name)
+  return nn.class(name, Leaf)
 end
 
 -- ------------------------------------------------------------ init
@@ -605,9 +674,17 @@ end
 --- In-place initialisers (torch.nn.init); all return the tensor.
 nn.init = {}
 
+local function check_num(v, fn, name)
+  if type(v) ~= "number" or v ~= v then
+    error(("%s: %s must be a number, got %s"):format(fn, name, tostring(v)), 3)
+  end
+  return v
+end
+
 --- Fills t with U(a, b).
 function nn.init.uniform_(t, a, b)
-  a, b = a or 0, b or 1
+  check_tensor(t, "init.uniform_", 1)
+  a, b = check_num(a or 0, "init.uniform_", "a"), check_num(b or 1, "init.uniform_", "b")
   return core.no_grad(function()
     return t:copy_(core.rand(t:shape()):mul_(b - a):add_(a))
   end)
@@ -615,7 +692,9 @@ end
 
 --- Fills t with N(mean, std^2).
 function nn.init.normal_(t, mean, std)
-  mean, std = mean or 0, std or 1
+  check_tensor(t, "init.normal_", 1)
+  mean, std = check_num(mean or 0, "init.normal_", "mean"), check_num(std or 1, "init.normal_", "std")
+  if std < 0 then error(("init.normal_: std must be >= 0, got %g"):format(std), 2) end
   return core.no_grad(function()
     return t:copy_(core.randn(t:shape()):mul_(std):add_(mean))
   end)
@@ -623,48 +702,77 @@ end
 
 --- Fills t with v.
 function nn.init.constant_(t, v)
+  check_tensor(t, "init.constant_", 1)
+  check_num(v, "init.constant_", "the value")
   return core.no_grad(function() return t:fill_(v) end)
 end
-function nn.init.zeros_(t) return nn.init.constant_(t, 0) end
-function nn.init.ones_(t) return nn.init.constant_(t, 1) end
+function nn.init.zeros_(t)
+  check_tensor(t, "init.zeros_", 1)
+  return nn.init.constant_(t, 0)
+end
+function nn.init.ones_(t)
+  check_tensor(t, "init.ones_", 1)
+  return nn.init.constant_(t, 1)
+end
 
 --- fan_in, fan_out of a weight [out, in, k...] (torch's rule).
 function nn.init.fans(t)
+  check_tensor(t, "init.fans", 1)
   local s = t:shape()
-  if #s < 2 then error("init: fan in/out need a tensor with at least 2 dims", 2) end
+  if #s < 2 then
+    error(("init.fans: fan in/out need a tensor with at least 2 dims, got %s"):format(
+      shape_str(s)), 2)
+  end
   local rf = 1
   for i = 3, #s do rf = rf * s[i] end
   return s[2] * rf, s[1] * rf
 end
 
-local function gain(nonlinearity, a)
+local LINEAR_GAIN = { linear = true, conv1d = true, conv2d = true, conv3d = true, sigmoid = true }
+
+local function gain(nonlinearity, a, fn)
   if nonlinearity == "relu" then return sqrt(2) end
   if nonlinearity == "leaky_relu" then return sqrt(2 / (1 + (a or 0.01) ^ 2)) end
   if nonlinearity == "tanh" then return 5 / 3 end
-  return 1  -- linear, conv, sigmoid
+  if nonlinearity == "selu" then return 3 / 4 end
+  if LINEAR_GAIN[nonlinearity] then return 1 end
+  error(("%s: unsupported nonlinearity %s (expected relu, leaky_relu, tanh, selu, sigmoid, "
+    .. "linear or conv2d)"):format(fn, tostring(nonlinearity)), 3)
+end
+
+-- The options of the kaiming initialisers; returns the fan and the gain.
+local KAIMING_OPTS = { a = true, mode = true, nonlinearity = true }
+local function kaiming(t, opts, fn)
+  check_tensor(t, fn, 1, 4)
+  opts = check_opts(opts, KAIMING_OPTS, fn, 4)
+  local fan_in, fan_out = nn.init.fans(t)
+  local mode = opts.mode or "fan_in"
+  if mode ~= "fan_in" and mode ~= "fan_out" then
+    error(("%s: mode must be \"fan_in\" or \"fan_out\", got %s"):format(fn, tostring(mode)), 3)
+  end
+  if opts.a ~= nil then check_num(opts.a, fn, "option 'a'") end
+  return mode == "fan_out" and fan_out or fan_in, gain(opts.nonlinearity or "leaky_relu", opts.a or 0, fn)
 end
 
 --- He uniform: U(-b, b), b = gain * sqrt(3 / fan).
 -- @tparam tensor t
 -- @tparam[opt] table opts {a=0, mode="fan_in"|"fan_out", nonlinearity="leaky_relu"}
 function nn.init.kaiming_uniform_(t, opts)
-  opts = opts or {}
-  local fan_in, fan_out = nn.init.fans(t)
-  local fan = opts.mode == "fan_out" and fan_out or fan_in
-  local bound = gain(opts.nonlinearity or "leaky_relu", opts.a or 0) * sqrt(3 / fan)
+  local fan, g = kaiming(t, opts, "init.kaiming_uniform_")
+  local bound = g * sqrt(3 / fan)
   return nn.init.uniform_(t, -bound, bound)
 end
 
 --- He normal: N(0, (gain / sqrt(fan))^2).
 function nn.init.kaiming_normal_(t, opts)
-  opts = opts or {}
-  local fan_in, fan_out = nn.init.fans(t)
-  local fan = opts.mode == "fan_out" and fan_out or fan_in
-  return nn.init.normal_(t, 0, gain(opts.nonlinearity or "leaky_relu", opts.a or 0) / sqrt(fan))
+  local fan, g = kaiming(t, opts, "init.kaiming_normal_")
+  return nn.init.normal_(t, 0, g / sqrt(fan))
 end
 
 --- Glorot uniform: U(-b, b), b = gain * sqrt(6 / (fan_in + fan_out)).
 function nn.init.xavier_uniform_(t, g)
+  check_tensor(t, "init.xavier_uniform_", 1)
+  check_num(g or 1, "init.xavier_uniform_", "the gain")
   local fan_in, fan_out = nn.init.fans(t)
   local bound = (g or 1) * sqrt(6 / (fan_in + fan_out))
   return nn.init.uniform_(t, -bound, bound)
@@ -709,6 +817,13 @@ function Conv2d:__init(cin, cout, k, opts)
   self.stride = { pair(opt(opts.stride, 1), "stride", "Conv2d") }
   self.padding = { pair(opt(opts.padding, 0), "padding", "Conv2d") }
   self.dilation = { pair(opt(opts.dilation, 1), "dilation", "Conv2d") }
+  for i = 1, 2 do
+    local k, s, pd, d = self.kernel_size[i], self.stride[i], self.padding[i], self.dilation[i]
+    if k < 1 or s < 1 or pd < 0 or d < 1 then
+      error(("Conv2d: kernel_size %d, stride %d, dilation %d must be >= 1 and padding %d >= 0")
+        :format(k, s, d, pd), 3)
+    end
+  end
   self._fopts = { stride = self.stride, padding = self.padding, dilation = self.dilation,
                   groups = groups }
   self:register_parameter("weight", core.zeros { cout, cin // groups, self.kernel_size[1],
@@ -727,7 +842,7 @@ function Conv2d:forward(x)
 end
 
 function Conv2d:output_shape(s)
-  check_rank(s, 4, "Conv2d")
+  s = check_rank(s, 4, "Conv2d")
   if s[2] ~= self.in_channels then
     error(("Conv2d: input %s has %d channels, weight expects %d (groups=%d)"):format(
       shape_str(s), s[2], self.in_channels, self.groups), 3)
@@ -793,6 +908,7 @@ function Linear:forward(x)
 end
 
 function Linear:output_shape(s)
+  s = check_shape_arg(s, "Linear:output_shape")
   if #s < 1 or s[#s] ~= self.in_features then
     error(("Linear: input %s does not end in in_features=%d"):format(shape_str(s),
       self.in_features), 3)
@@ -834,10 +950,22 @@ function BatchNorm2d:__init(c, opts)
   end
   self.num_features = c
   self.eps = opt(opts.eps, 1e-5)
+  if type(self.eps) ~= "number" or not (self.eps > 0) then
+    error(("%s: eps must be a positive number, got %s"):format(self.__name, tostring(self.eps)), 3)
+  end
   local mom = opt(opts.momentum, 0.1)
+  if mom ~= false and (type(mom) ~= "number" or not (mom >= 0 and mom <= 1)) then
+    error(("%s: momentum must be a number in [0, 1] or false, got %s"):format(self.__name,
+      tostring(mom)), 3)
+  end
   self.momentum = mom ~= false and mom or nil
   self.affine = opt(opts.affine, true)
   self.track_running_stats = opt(opts.track_running_stats, true)
+  for _, k in ipairs { "affine", "track_running_stats" } do
+    if type(self[k]) ~= "boolean" then
+      error(("%s: option '%s' must be a boolean, got %s"):format(self.__name, k, type(self[k])), 3)
+    end
+  end
   if self.affine then
     self:register_parameter("weight", core.ones { c })
     self:register_parameter("bias", core.zeros { c })
@@ -889,6 +1017,7 @@ function BatchNorm2d:forward(x)
 end
 
 function BatchNorm2d:output_shape(s)
+  s = check_shape_arg(s, self.__name .. ":output_shape")
   if not self._rank[#s] or s[2] ~= self.num_features then
     error(("%s: input %s does not match num_features=%d"):format(self.__name, shape_str(s),
       self.num_features), 3)
@@ -942,6 +1071,7 @@ function nn.Zero:forward(x)
   return F.scale(x, 0)
 end
 function nn.Zero:output_shape(s)
+  s = check_shape_arg(s, "Zero:output_shape")
   local o = copy_shape(s)
   if self.stride ~= 1 then
     check_rank(s, 4, "Zero")
@@ -958,8 +1088,8 @@ function nn.Zero:extra_repr() return "stride=" .. self.stride end
 nn.Dropout = leaf("Dropout")
 function nn.Dropout:__init(p)
   p = p or 0.5
-  if type(p) ~= "number" or p < 0 or p > 1 then
-    error("Dropout: p must be a number in [0, 1]", 3)
+  if type(p) ~= "number" or not (p >= 0 and p <= 1) then
+    error(("Dropout: p must be a number in [0, 1], got %s"):format(tostring(p)), 3)
   end
   self.p = p
 end
@@ -970,11 +1100,21 @@ function nn.Dropout:extra_repr() return ("p=%g"):format(self.p) end
 -- @type Flatten
 nn.Flatten = leaf("Flatten")
 function nn.Flatten:__init(start_dim)
-  self.start_dim = start_dim or 2
+  start_dim = start_dim or 2
+  if math.type(start_dim) ~= "integer" or start_dim == 0 then
+    error(("Flatten: start_dim must be a non-zero integer (1-based), got %s"):format(
+      tostring(start_dim)), 3)
+  end
+  self.start_dim = start_dim
 end
 function nn.Flatten:forward(x) return F.flatten(x, self.start_dim) end
 function nn.Flatten:output_shape(s)
+  s = check_shape_arg(s, "Flatten:output_shape")
   local sd = self.start_dim < 0 and #s + self.start_dim + 1 or self.start_dim
+  if sd < 1 or sd > #s then
+    error(("Flatten: start_dim %d out of range for an input %s"):format(self.start_dim,
+      shape_str(s)), 3)
+  end
   local o, inner = {}, 1
   for i = 1, sd - 1 do o[i] = s[i] end
   for i = sd, #s do inner = inner * s[i] end
@@ -1007,6 +1147,15 @@ local function pool_init(self, k, opts, name, avg)
   self.stride = { pair(opt(opts.stride, k), "stride", name) }
   self.padding = { pair(opt(opts.padding, 0), "padding", name) }
   self.ceil_mode = opt(opts.ceil_mode, false)
+  if type(self.ceil_mode) ~= "boolean" then
+    error(("%s: ceil_mode must be a boolean, got %s"):format(name, type(self.ceil_mode)), 4)
+  end
+  for i = 1, 2 do
+    if self.kernel_size[i] < 1 or self.stride[i] < 1 or self.padding[i] < 0 then
+      error(("%s: kernel_size %d and stride %d must be >= 1, padding %d >= 0"):format(name,
+        self.kernel_size[i], self.stride[i], self.padding[i]), 4)
+    end
+  end
   if self.padding[1] * 2 > self.kernel_size[1] or self.padding[2] * 2 > self.kernel_size[2] then
     error(("%s: padding should be at most half of the kernel size"):format(name), 4)
   end
@@ -1014,12 +1163,16 @@ local function pool_init(self, k, opts, name, avg)
                   ceil_mode = self.ceil_mode }
   if avg then
     self.count_include_pad = opt(opts.count_include_pad, true)
+    if type(self.count_include_pad) ~= "boolean" then
+      error(("%s: count_include_pad must be a boolean, got %s"):format(name,
+        type(self.count_include_pad)), 4)
+    end
     self._fopts.count_include_pad = self.count_include_pad
   end
 end
 
 local function pool_shape(self, s)
-  check_rank(s, 4, self.__name)
+  s = check_rank(s, 4, self.__name)
   local o = { s[1], s[2] }
   for i = 1, 2 do
     o[2 + i] = pool_out(s[2 + i], self.kernel_size[i], self.stride[i], self.padding[i],
@@ -1074,7 +1227,7 @@ function nn.AdaptiveAvgPool2d:__init(size)
 end
 function nn.AdaptiveAvgPool2d:forward(x) return F.adaptive_avg_pool2d(x, self._size) end
 function nn.AdaptiveAvgPool2d:output_shape(s)
-  check_rank(s, 4, "AdaptiveAvgPool2d")
+  s = check_rank(s, 4, "AdaptiveAvgPool2d")
   return { s[1], s[2], self.output_size[1], self.output_size[2] }
 end
 function nn.AdaptiveAvgPool2d:extra_repr()
@@ -1154,6 +1307,7 @@ end
 
 function Sequential:macs(s, opts)
   s = check_shape_arg(s, "macs")
+  opts = check_opts(opts, { bias = true }, "macs")
   local total = 0
   for _, m in ipairs(self:children()) do
     total = total + m:macs(s, opts)
@@ -1177,6 +1331,9 @@ ModuleList.append = append
 
 --- Appends every module of a list.
 function ModuleList:extend(list)
+  if type(list) ~= "table" or is_module(list) and not rawget(getmetatable(list), "__len") then
+    error(("ModuleList.extend: expected a list of modules, got %s"):format(what(list)), 2)
+  end
   for _, m in ipairs(list) do append(self, m) end
   return self
 end
@@ -1188,6 +1345,9 @@ local ModuleDict = nn.class("ModuleDict")
 nn.ModuleDict = ModuleDict
 
 function ModuleDict:__init(t)
+  if t ~= nil and (type(t) ~= "table" or is_module(t)) then
+    error(("ModuleDict: expected a table name -> module, got %s"):format(what(t)), 3)
+  end
   if t ~= nil then
     local keys = {}
     for k in pairs(t) do keys[#keys + 1] = k end
@@ -1222,6 +1382,11 @@ nn.CrossEntropyLoss = nn.class("CrossEntropyLoss")
 function nn.CrossEntropyLoss:__init(opts)
   opts = check_opts(opts, { label_smoothing = true }, "CrossEntropyLoss")
   self.label_smoothing = opts.label_smoothing or 0
+  local ls = self.label_smoothing
+  if type(ls) ~= "number" or not (ls >= 0 and ls < 1) then
+    error(("CrossEntropyLoss: label_smoothing must be a number in [0, 1), got %s"):format(
+      tostring(ls)), 3)
+  end
   self._fopts = { label_smoothing = self.label_smoothing }
 end
 function nn.CrossEntropyLoss:forward(logits, targets)
@@ -1240,7 +1405,12 @@ end
 -- @treturn tensor a 0-dim loss
 function nn.kd_loss(s, t, T)
   T = T or 1
-  if not (is_tensor(s) and is_tensor(t)) then error("kd_loss: expected two tensors", 2) end
+  if not (is_tensor(s) and is_tensor(t)) then
+    error(("kd_loss: expected two tensors, got %s and %s"):format(type(s), type(t)), 2)
+  end
+  if type(T) ~= "number" or not (T > 0) then
+    error(("kd_loss: temperature T must be a positive number, got %s"):format(tostring(T)), 2)
+  end
   local ss, ts = s:shape(), t:shape()
   if #ss ~= 2 or #ts ~= 2 or ss[1] ~= ts[1] or ss[2] ~= ts[2] then
     error(("kd_loss: student %s and teacher %s must be the same [N,K]"):format(shape_str(ss),
@@ -1263,6 +1433,9 @@ nn.KDLoss = nn.class("KDLoss")
 function nn.KDLoss:__init(opts)
   opts = check_opts(opts, { T = true }, "KDLoss")
   self.T = opts.T or 1
+  if type(self.T) ~= "number" or not (self.T > 0) then
+    error(("KDLoss: temperature T must be a positive number, got %s"):format(tostring(self.T)), 3)
+  end
 end
 function nn.KDLoss:forward(s, t) return nn.kd_loss(s, t, self.T) end
 function nn.KDLoss:extra_repr() return ("T=%g"):format(self.T) end
@@ -1285,7 +1458,8 @@ local function each_batch(batches)
       end
     end
   end
-  error("recalibrate_bn: batches must be a loader, an iterator function or a list", 3)
+  error(("recalibrate_bn: batches must be a loader, an iterator function or a list, got %s"):format(
+    what(batches)), 3)
 end
 
 --- Re-estimates BatchNorm running statistics (SPOS-style recalibration).
@@ -1298,6 +1472,13 @@ end
 -- @tparam[opt] int n maximum number of batches (default: all)
 -- @treturn int the number of batches used
 function nn.recalibrate_bn(model, batches, n)
+  if not is_module(model) then
+    error(("recalibrate_bn: argument #1: expected a module, got %s"):format(what(model)), 2)
+  end
+  if n ~= nil and (math.type(n) ~= "integer" or n < 0) then
+    error(("recalibrate_bn: argument #3 (n) must be a non-negative integer, got %s"):format(
+      tostring(n)), 2)
+  end
   local bns = {}
   for _, m in ipairs(model:modules()) do
     if m.reset_running_stats and m.track_running_stats then

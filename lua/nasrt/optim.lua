@@ -33,6 +33,7 @@
 -- end
 local core = require "nasrt.core"
 local dist = require "nasrt.dist"
+local guard = require "nasrt.guard"
 local C = assert(core._optim, "nasrt.optim: the C core lacks _optim (bind_optim.c not built)")
 
 local optim = {}
@@ -41,6 +42,29 @@ local is_tensor = core.is_tensor
 
 local function copy_list(t)
   return table.move(t, 1, #t, 1, {})
+end
+
+-- A number option that must lie in [lo, hi] (NaN never does).
+local function check_range(fn, name, v, lo, hi, level)
+  if type(v) ~= "number" or not (v >= lo and v <= hi) then
+    error(("%s: invalid %s: %s (expected a number in [%g, %g])"):format(fn, name, tostring(v),
+      lo, hi), level or 4)
+  end
+end
+
+-- i names a param group of opt (nil: the first).
+local function group_index(fn, groups, i)
+  if i == nil then return 1 end
+  if math.type(i) ~= "integer" or i < 1 or i > #groups then
+    error(("%s: group %s out of range 1..%d"):format(fn, tostring(i), #groups), 3)
+  end
+  return i
+end
+
+local function check_closure(fn, closure)
+  if closure ~= nil and type(closure) ~= "function" then
+    error(("%s: closure must be a function, got %s"):format(fn, type(closure)), 3)
+  end
 end
 
 -- ------------------------------------------------------------ Optimizer
@@ -101,6 +125,9 @@ local function init_optimizer(self, params, opts, defaults, fn)
     error(fn .. ": pass model:parameters(), not the model", 3)
   end
   if #params == 0 then error(fn .. ": optimizer got an empty parameter list", 3) end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("%s: options must be a table, got %s"):format(fn, type(opts)), 3)
+  end
   opts = opts or {}
   local d = {}
   for k, v in pairs(defaults) do d[k] = v end
@@ -168,12 +195,14 @@ end
 
 --- Learning rate of group i (default 1).
 function Optimizer:get_lr(i)
-  return self.param_groups[i or 1].lr
+  return self.param_groups[group_index(self.__name .. ".get_lr", self.param_groups, i)].lr
 end
 
 --- Sets the learning rate of every group (or of group i).
 function Optimizer:set_lr(lr, i)
+  check_range(self.__name .. ".set_lr", "learning rate", lr, 0, math.huge, 3)
   if i then
+    i = group_index(self.__name .. ".set_lr", self.param_groups, i)
     self.param_groups[i].lr = lr
   else
     for _, g in ipairs(self.param_groups) do g.lr = lr end
@@ -294,6 +323,14 @@ core._param_names = core._param_names or setmetatable({}, { __mode = "k" })
 -- {name, tensor} pairs, like `module:named_parameters()` (whose names are
 -- registered anyway) or a supernet's `named_arch_parameters()`.
 function optim.name_parameters(named)
+  if type(named) ~= "table" then
+    error(("optim.name_parameters: expected a list of {name, tensor}, got %s"):format(type(named)), 2)
+  end
+  for i, nt in ipairs(named) do
+    if type(nt) ~= "table" or type(nt[1]) ~= "string" or not is_tensor(nt[2]) then
+      error(("optim.name_parameters: entry %d must be {name, tensor}"):format(i), 2)
+    end
+  end
   for _, nt in ipairs(named) do core._param_names[nt[2]] = nt[1] end
 end
 
@@ -345,9 +382,11 @@ end
 setmetatable(SGD, { __index = Optimizer, __call = function(_, ...) return SGD.new(...) end })
 
 function SGD:_check_group(g)
-  if type(g.lr) ~= "number" or g.lr < 0 then error("SGD: invalid learning rate: " .. tostring(g.lr), 4) end
-  if g.momentum < 0 then error("SGD: invalid momentum value: " .. g.momentum, 4) end
-  if g.weight_decay < 0 then error("SGD: invalid weight_decay value: " .. g.weight_decay, 4) end
+  if type(g.lr) ~= "number" or not (g.lr >= 0) then error("SGD: invalid learning rate: " .. tostring(g.lr), 4) end
+  check_range("SGD", "momentum value", g.momentum, 0, math.huge)
+  check_range("SGD", "dampening value", g.dampening, 0, 1)
+  check_range("SGD", "weight_decay value", g.weight_decay, 0, math.huge)
+  if type(g.nesterov) ~= "boolean" then error("SGD: nesterov must be a boolean, got " .. type(g.nesterov), 4) end
   if g.nesterov and (g.momentum <= 0 or g.dampening ~= 0) then
     error("SGD: Nesterov momentum requires a momentum and zero dampening", 4)
   end
@@ -357,6 +396,7 @@ end
 -- @tparam[opt] function closure re-evaluates the model and returns the loss
 -- @return the closure's loss, if any
 function SGD:step(closure)
+  check_closure("SGD.step", closure)
   local loss
   if closure then loss = closure() end
   sync_before_step(self)
@@ -404,19 +444,21 @@ setmetatable(Adam, { __index = Optimizer, __call = function(_, ...) return Adam.
 
 function Adam:_check_group(g)
   local fn = self.__name
-  if type(g.lr) ~= "number" or g.lr < 0 then error(fn .. ": invalid learning rate: " .. tostring(g.lr), 4) end
-  if g.eps < 0 then error(fn .. ": invalid epsilon value: " .. g.eps, 4) end
+  if type(g.lr) ~= "number" or not (g.lr >= 0) then error(fn .. ": invalid learning rate: " .. tostring(g.lr), 4) end
+  check_range(fn, "epsilon value", g.eps, 0, math.huge)
+  if type(g.amsgrad) ~= "boolean" then error(fn .. ": amsgrad must be a boolean, got " .. type(g.amsgrad), 4) end
   local b = g.betas
   if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" then
     error(fn .. ": betas must be a pair {beta1, beta2}", 4)
   end
-  if b[1] < 0 or b[1] >= 1 then error(fn .. ": invalid beta parameter at index 1: " .. b[1], 4) end
-  if b[2] < 0 or b[2] >= 1 then error(fn .. ": invalid beta parameter at index 2: " .. b[2], 4) end
-  if g.weight_decay < 0 then error(fn .. ": invalid weight_decay value: " .. g.weight_decay, 4) end
+  if not (b[1] >= 0 and b[1] < 1) then error(fn .. ": invalid beta parameter at index 1: " .. b[1], 4) end
+  if not (b[2] >= 0 and b[2] < 1) then error(fn .. ": invalid beta parameter at index 2: " .. b[2], 4) end
+  check_range(fn, "weight_decay value", g.weight_decay, 0, math.huge)
 end
 
 --- One update of every parameter that has a gradient.
 function Adam:step(closure)
+  check_closure(self.__name .. ".step", closure)
   local loss
   if closure then loss = closure() end
   sync_before_step(self)
@@ -483,14 +525,19 @@ end
 -- @type LRScheduler
 local LRScheduler = {}
 LRScheduler.__index = LRScheduler
+LRScheduler.__name = "LRScheduler"
 optim.LRScheduler = LRScheduler
 
 local function sched_init(self, opt, last_epoch)
-  if getmetatable(opt) == nil or type(opt.param_groups) ~= "table" then
-    error(self.__name .. ": expected an optimizer", 3)
+  if not guard.isa(opt, Optimizer) then
+    error(("%s: expected an optimizer, got %s"):format(self.__name, guard.what(opt)), 3)
   end
   self.optimizer = opt
   last_epoch = last_epoch or -1
+  if math.type(last_epoch) ~= "integer" or last_epoch < -1 then
+    error(("%s: last_epoch must be an integer >= -1, got %s"):format(self.__name,
+      tostring(last_epoch)), 3)
+  end
   for i, g in ipairs(opt.param_groups) do
     if last_epoch == -1 then
       if g.initial_lr == nil then g.initial_lr = g.lr end
@@ -513,6 +560,10 @@ end
 --- Advances the schedule by one epoch (or jumps to `epoch`, using the
 -- closed form where the schedule has one) and sets the groups' lr.
 function LRScheduler:step(epoch)
+  if epoch ~= nil and (math.type(epoch) ~= "integer" or epoch < 0) then
+    error(("%s.step: epoch must be a non-negative integer, got %s"):format(self.__name,
+      tostring(epoch)), 2)
+  end
   self._step_count = self._step_count + 1
   local values
   if epoch == nil then
@@ -533,6 +584,10 @@ end
 
 --- The current learning rate of group i (default 1).
 function LRScheduler:get_lr(i)
+  if i ~= nil and (math.type(i) ~= "integer" or i < 1 or i > #self._last_lr) then
+    error(("%s.get_lr: group %s out of range 1..%d"):format(self.__name, tostring(i),
+      #self._last_lr), 2)
+  end
   return self._last_lr[i or 1]
 end
 
@@ -546,6 +601,10 @@ function LRScheduler:state_dict()
 end
 
 function LRScheduler:load_state_dict(sd)
+  if type(sd) ~= "table" or type(sd.last_epoch) ~= "number" then
+    error(("%s.load_state_dict: expected a state dict from state_dict(), got %s"):format(
+      self.__name, guard.what(sd)), 2)
+  end
   for k, v in pairs(sd) do self[k] = type(v) == "table" and copy_list(v) or v end
 end
 
@@ -574,8 +633,11 @@ optim.CosineLR = CosineLR
 optim.CosineAnnealingLR = CosineLR
 
 function CosineLR.new(opt, T_max, eta_min, last_epoch)
-  if type(T_max) ~= "number" or T_max <= 0 then
-    error("CosineLR: T_max must be a positive number", 2)
+  if type(T_max) ~= "number" or not (T_max > 0) or T_max == math.huge then
+    error(("CosineLR: T_max must be a positive number, got %s"):format(tostring(T_max)), 2)
+  end
+  if eta_min ~= nil and (type(eta_min) ~= "number" or eta_min ~= eta_min) then
+    error(("CosineLR: eta_min must be a number, got %s"):format(tostring(eta_min)), 2)
   end
   local self = setmetatable({ T_max = T_max, eta_min = eta_min or 0 }, CosineLR)
   sched_init(self, opt, last_epoch)
@@ -619,6 +681,9 @@ local LinearLR = sched_class("LinearLR")
 optim.LinearLR = LinearLR
 
 function LinearLR.new(opt, opts, last_epoch)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("LinearLR: options must be a table, got %s"):format(type(opts)), 2)
+  end
   opts = opts or {}
   for k in pairs(opts) do
     if k ~= "start_factor" and k ~= "end_factor" and k ~= "total_iters" then
@@ -628,11 +693,15 @@ function LinearLR.new(opt, opts, last_epoch)
   local self = setmetatable({ start_factor = opts.start_factor or 1 / 3,
                               end_factor = opts.end_factor or 1.0,
                               total_iters = opts.total_iters or 5 }, LinearLR)
-  if self.start_factor <= 0 or self.start_factor > 1 then
-    error("LinearLR: start_factor must be in (0, 1]", 2)
+  if type(self.start_factor) ~= "number" or not (self.start_factor > 0 and self.start_factor <= 1) then
+    error(("LinearLR: start_factor must be in (0, 1], got %s"):format(tostring(self.start_factor)), 2)
   end
-  if self.end_factor < 0 or self.end_factor > 1 then
-    error("LinearLR: end_factor must be in [0, 1]", 2)
+  if type(self.end_factor) ~= "number" or not (self.end_factor >= 0 and self.end_factor <= 1) then
+    error(("LinearLR: end_factor must be in [0, 1], got %s"):format(tostring(self.end_factor)), 2)
+  end
+  if math.type(self.total_iters) ~= "integer" or self.total_iters < 1 then
+    error(("LinearLR: total_iters must be a positive integer, got %s"):format(
+      tostring(self.total_iters)), 2)
   end
   sched_init(self, opt, last_epoch)
   return self
@@ -673,10 +742,16 @@ local SequentialLR = sched_class("SequentialLR")
 optim.SequentialLR = SequentialLR
 
 function SequentialLR.new(opt, schedulers, milestones, last_epoch)
+  if not guard.isa(opt, Optimizer) then
+    error(("SequentialLR: expected an optimizer, got %s"):format(guard.what(opt)), 2)
+  end
   if type(schedulers) ~= "table" or #schedulers == 0 then
     error("SequentialLR: expected a list of schedulers", 2)
   end
   for i, s in ipairs(schedulers) do
+    if not guard.isa(s, LRScheduler) then
+      error(("SequentialLR: schedulers[%d] is %s, not a scheduler"):format(i, guard.what(s)), 2)
+    end
     if s.optimizer ~= opt then
       error(("SequentialLR: scheduler %d belongs to another optimizer"):format(i), 2)
     end
@@ -684,6 +759,15 @@ function SequentialLR.new(opt, schedulers, milestones, last_epoch)
   if type(milestones) ~= "table" or #milestones ~= #schedulers - 1 then
     error(("SequentialLR: expected %d milestones for %d schedulers"):format(#schedulers - 1,
       #schedulers), 2)
+  end
+  for i, m in ipairs(milestones) do
+    if math.type(m) ~= "integer" or m < 1 or (i > 1 and m <= milestones[i - 1]) then
+      error(("SequentialLR: milestones must be increasing positive integers, got %s at %d"):format(
+        tostring(m), i), 2)
+    end
+  end
+  if last_epoch ~= nil and (math.type(last_epoch) ~= "integer" or last_epoch < -1) then
+    error(("SequentialLR: last_epoch must be an integer >= -1, got %s"):format(tostring(last_epoch)), 2)
   end
   local self = setmetatable({ optimizer = opt, _schedulers = schedulers,
                               _milestones = copy_list(milestones),
@@ -717,9 +801,20 @@ function SequentialLR:state_dict()
 end
 
 function SequentialLR:load_state_dict(sd)
+  if type(sd) ~= "table" or type(sd.schedulers) ~= "table" or #sd.schedulers ~= #self._schedulers
+      or type(sd.last_epoch) ~= "number" or type(sd._last_lr) ~= "table" then
+    error(("SequentialLR.load_state_dict: expected a state dict of %d schedulers from state_dict(), got %s")
+      :format(#self._schedulers, guard.what(sd)), 2)
+  end
   self.last_epoch = sd.last_epoch
   self._last_lr = copy_list(sd._last_lr)
   for i, s in ipairs(self._schedulers) do s:load_state_dict(sd.schedulers[i]) end
+end
+
+-- Every method checks its self (nasrt.guard): `opt.step()` for
+-- `opt:step()` names the method.  `new` is a constructor, not a method.
+for _, cls in ipairs { Optimizer, SGD, Adam, AdamW, LRScheduler, CosineLR, LinearLR, SequentialLR } do
+  guard.class(cls, { new = true })
 end
 
 return optim

@@ -22,6 +22,39 @@ local lfs = require "lfs"
 local M = {}
 M.json = json
 
+-- ------------------------------------------------------ argument checks
+
+-- Misuse of these functions raises, naming the function (recipe.<fn>).
+local function check_recipe(R, fn)
+  if type(R) ~= "table" then
+    error(("recipe.%s: expected a recipe table {name=, defaults=, run=}, got %s"):format(fn,
+      type(R)), 3)
+  end
+  if R.defaults ~= nil and type(R.defaults) ~= "table" then
+    error(("recipe.%s: defaults must be a list of {name, default, help}, got %s"):format(fn,
+      type(R.defaults)), 3)
+  end
+end
+
+local function check_arg(v, ty, fn, what, optional)
+  if (v ~= nil or not optional) and type(v) ~= ty then
+    error(("recipe.%s: %s must be a %s, got %s"):format(fn, what, ty == "table" and "table" or ty,
+      type(v)), 3)
+  end
+end
+
+local function check_argv(argv, fn)
+  if argv == nil then return end
+  if type(argv) ~= "table" then
+    error(("recipe.%s: argv must be a list of strings, got %s"):format(fn, type(argv)), 3)
+  end
+  for i, a in ipairs(argv) do
+    if type(a) ~= "string" then
+      error(("recipe.%s: argv[%d] must be a string, got %s"):format(fn, i, type(a)), 3)
+    end
+  end
+end
+
 -- ------------------------------------------------------------- options
 
 local function default_map(defaults)
@@ -55,6 +88,7 @@ end
 
 --- Usage text listing every option with its default and help.
 function M.usage(R)
+  check_recipe(R, "usage")
   local lines = { ("usage: nasrt recipes/%s.lua [--key=value ...]"):format(R.name or "recipe") }
   if R.description then lines[#lines + 1] = "\n" .. R.description end
   lines[#lines + 1] = "\noptions (default in brackets):"
@@ -75,6 +109,8 @@ end
 -- lets override the saved config); or nil and "help" when --help was
 -- asked.  Unknown options raise an error that lists the known ones.
 function M.parse(R, argv)
+  check_recipe(R, "parse")
+  check_argv(argv, "parse")
   local map, order = default_map(R.defaults)
   local cfg, given = {}, {}
   for _, k in ipairs(order) do cfg[k] = map[k][2] end
@@ -114,6 +150,8 @@ end
 
 --- Fills missing keys of cfg from the recipe defaults (for specs).
 function M.with_defaults(R, cfg)
+  check_recipe(R, "with_defaults")
+  check_arg(cfg, "table", "with_defaults", "cfg", true)
   local out = {}
   for _, d in ipairs(R.defaults or {}) do out[d[1]] = d[2] end
   for k, v in pairs(cfg or {}) do out[k] = v end
@@ -124,6 +162,7 @@ end
 
 --- mkdir -p
 function M.mkdirs(path)
+  check_arg(path, "string", "mkdirs", "path")
   local acc = path:sub(1, 1) == "/" and "/" or ""
   for part in path:gmatch("[^/]+") do
     acc = acc .. part
@@ -140,6 +179,8 @@ end
 
 --- Writes text to path atomically (temp file, then rename).
 function M.write_file(path, text)
+  check_arg(path, "string", "write_file", "path")
+  check_arg(text, "string", "write_file", "text")
   local tmp = path .. ".tmp"
   local f = assert(io.open(tmp, "w"))
   f:write(text)
@@ -148,6 +189,7 @@ function M.write_file(path, text)
 end
 
 function M.read_file(path)
+  check_arg(path, "string", "read_file", "path")
   local f = io.open(path, "r")
   if not f then return nil end
   local s = f:read("a")
@@ -155,7 +197,10 @@ function M.read_file(path)
   return s
 end
 
-function M.exists(path) return lfs.attributes(path, "mode") ~= nil end
+function M.exists(path)
+  check_arg(path, "string", "exists", "path")
+  return lfs.attributes(path, "mode") ~= nil
+end
 
 --- JSON text of a Lua value (keys sorted, so files diff cleanly).
 function M.encode(v)
@@ -172,10 +217,13 @@ function M.encode(v)
   table.sort(keys)
   local uniq = {}
   for i, k in ipairs(keys) do if k ~= keys[i - 1] then uniq[#uniq + 1] = k end end
-  return json.encode(v, { indent = true, keyorder = uniq })
+  local ok, s = pcall(json.encode, v, { indent = true, keyorder = uniq })
+  if not ok then error("recipe.encode: " .. tostring(s), 2) end
+  return s
 end
 
 function M.decode(text)
+  check_arg(text, "string", "decode", "text")
   local v, _, err = json.decode(text)
   if err then return nil, err end
   return v
@@ -189,6 +237,8 @@ Logger.__index = Logger
 --- JSON-lines log: one object per line, flushed at once.  `logger.pos` is
 -- the file's length in bytes (checkpoints record it, see Run:save).
 function M.logger(path, append)
+  check_arg(path, "string", "logger", "path")
+  check_arg(append, "boolean", "logger", "append", true)
   local f = assert(io.open(path, append and "a" or "w"))
   local pos = f:seek("end")
   return setmetatable({ f = f, path = path, pos = pos }, Logger)
@@ -204,6 +254,10 @@ end
 --- Cuts a file down to its first n bytes (atomically: the head is written
 -- to a temp file that replaces it).  Nothing happens when it is missing.
 function M.truncate_file(path, n)
+  check_arg(path, "string", "truncate_file", "path")
+  if math.type(n) ~= "integer" or n < 0 then
+    error(("recipe.truncate_file: n must be a non-negative integer, got %s"):format(tostring(n)), 2)
+  end
   local f = io.open(path, "rb")
   if not f then return end
   local head = n > 0 and f:read(n) or ""
@@ -215,6 +269,7 @@ function Logger:close() if self.f then self.f:close(); self.f = nil end end
 
 --- Reads a JSON-lines file back as a list of tables.
 function M.read_log(path)
+  check_arg(path, "string", "read_log", "path")
   local out = {}
   local f = io.open(path, "r")
   if not f then return out end
@@ -232,6 +287,9 @@ local Progress = {}
 Progress.__index = Progress
 
 local function fmt_time(s)
+  if type(s) ~= "number" then
+    error(("recipe.fmt_time: expected a number of seconds, got %s"):format(type(s)), 2)
+  end
   if s ~= s or s == math.huge then return "--:--" end
   s = math.floor(s + 0.5)
   if s >= 3600 then return ("%d:%02d:%02d"):format(s // 3600, s % 3600 // 60, s % 60) end
@@ -243,6 +301,12 @@ M.fmt_time = fmt_time
 -- bar with the ETA when the terminal is interactive (at most 5 times a
 -- second), `p:line(text)` prints a finished line with elapsed time and ETA.
 function M.progress(total, opts)
+  if type(total) ~= "number" or not (total >= 0) then
+    error(("recipe.progress: total must be a non-negative number, got %s"):format(tostring(total)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("recipe.progress: options must be a table, got %s"):format(type(opts)), 2)
+  end
   opts = opts or {}
   local tty = opts.tty
   if tty == nil then tty = os.getenv("TERM") ~= nil and os.getenv("CI") == nil and not opts.quiet end
@@ -446,6 +510,7 @@ end
 -- Inf (naming its path in the table), so poisoned weights never replace
 -- a good checkpoint.
 function M.check_finite(state)
+  check_arg(state, "table", "check_finite", "state")
   local list, paths = {}, {}
   collect_tensors(state, "", list, paths, {})
   local ok, i, k, v = nasrt.F.all_finite(list)
@@ -554,6 +619,8 @@ function Muted.close() end
 -- directory; the other ranks get its name and configuration (broadcast),
 -- `run.muted = true`, and cfg.quiet.
 function M.open_run(R, cfg, given)
+  check_recipe(R, "open_run")
+  check_arg(cfg, "table", "open_run", "cfg")
   if dist.size() == 1 then return open_local(R, cfg, given) end
   local ok, run
   if dist.is_main() then ok, run = pcall(open_local, R, cfg, given) end
@@ -600,6 +667,9 @@ end
 -- other keys of cfg override the saved config (see open_run).  A
 -- divergence raises "<name>: diverged at step N: ...".
 function M.run(R, cfg)
+  check_recipe(R, "run")
+  if type(R.run) ~= "function" then error("recipe.run: the recipe has no run function", 2) end
+  check_arg(cfg, "table", "run", "cfg", true)
   local given = {}
   for k in pairs(cfg or {}) do given[k] = true end
   cfg = M.with_defaults(R, cfg)
@@ -618,6 +688,8 @@ end
 -- Exit status: 0 done, 2 bad options, 3 divergence (message on stderr,
 -- last good checkpoint kept), 130 interrupted (checkpoint written).
 function M.main(R, argv)
+  check_recipe(R, "main")
+  check_argv(argv, "main")
   local ok, cfg, why, given = pcall(M.parse, R, argv)
   if not ok then
     io.stderr:write(("%s: %s\n\n%s\n"):format(R.name or "recipe", cfg, M.usage(R)))

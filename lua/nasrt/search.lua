@@ -44,6 +44,7 @@
 -- end
 -- local best, acc = evo:best()
 local core = require "nasrt.core"
+local guard = require "nasrt.guard"
 
 local M = {}
 
@@ -59,7 +60,19 @@ local function sampler_lib()
 end
 
 local function keyof(arch) return table.concat(arch, ",") end
-M.key = keyof
+
+--- The arch as a string key ("1,4,2"), as the searchers use it.
+function M.key(arch)
+  if type(arch) ~= "table" then
+    error(("search.key: expected an arch (a list of choice indices), got %s"):format(type(arch)), 2)
+  end
+  for g = 1, #arch do
+    if type(arch[g]) ~= "number" then
+      error(("search.key: arch[%d] must be a number, got %s"):format(g, type(arch[g])), 2)
+    end
+  end
+  return keyof(arch)
+end
 
 local function copy(v)
   if type(v) ~= "table" then return v end
@@ -184,12 +197,24 @@ local function check_arch(self, arch, what)
   return arch
 end
 
+-- The user's constraint on arch: a boolean (a number would be a silent
+-- "true" in Lua, so anything but a boolean is an error).
+local function satisfies(self, arch)
+  local ok = self.constraint(copy_list(arch))
+  if type(ok) ~= "boolean" then
+    error(("%s: constraint returned %s for arch {%s}, expected a boolean"):format(self.fn,
+      type(ok), keyof(arch)), 4)
+  end
+  return ok
+end
+
 -- ---------------------------------------------------------- base class
 
 --- Methods every searcher has.
 -- @type Searcher
 local Base = {}
 Base.__index = Base
+Base.__name = "Searcher"
 
 local function new_searcher(class, kind, fn, opts, fields)
   local choices, rng = space_and_rng(fn, opts)
@@ -317,6 +342,12 @@ function Base:_rebuild() end
 -- @treturn table scores[i]
 -- @treturn table extras[i] (nil where score gave none)
 function M.evaluate_parallel(archs, score)
+  if type(archs) ~= "table" then
+    error(("search.evaluate_parallel: archs must be a list, got %s"):format(type(archs)), 2)
+  end
+  if type(score) ~= "function" then
+    error(("search.evaluate_parallel: score must be a function, got %s"):format(type(score)), 2)
+  end
   local dist = require "nasrt.dist"
   local res = dist.map(archs, function(a) return score(copy_list(a)) end)
   local scores, extras = {}, {}
@@ -342,10 +373,14 @@ end
 --   want = 1, max_steps = want}
 -- @treturn table list of distinct archs, in the order they would be scored
 function M.upcoming(s, opts)
+  if not guard.isa(s, Base) then
+    error(("search.upcoming: expected a searcher, got %s"):format(guard.what(s)), 2)
+  end
+  if opts ~= nil then check_opts("search.upcoming", opts, {"known", "want", "max_steps"}) end
   opts = opts or {}
-  local known = opts.known or function() return nil end
-  local want = opts.want or 1
-  local max_steps = opts.max_steps or want
+  local known = opt_fun("search.upcoming", opts, "known") or function() return nil end
+  local want = opt_int("search.upcoming", opts, "want", 1, 1)
+  local max_steps = opt_int("search.upcoming", opts, "max_steps", want, 1)
   local pre = s:state()
   local score, on_epoch, on_iteration = s.score, s.on_epoch, s.on_iteration
   local found, seen = {}, {}
@@ -377,6 +412,7 @@ end
 
 local Evolution = setmetatable({}, {__index = Base})
 Evolution.__index = Evolution
+Evolution.__name = "Evolution"
 
 --- SPOS evolutionary search (Guo et al. 2019; `EvolutionSearcher` in
 -- megvii-model/SinglePathOneShot `src/Search/search.py`).
@@ -451,7 +487,7 @@ end
 function Evolution:_legal(arch)
   local key = keyof(arch)
   if self.vis[key] or self.illegal_set[key] then return nil end
-  if self.constraint and not self.constraint(copy_list(arch)) then
+  if self.constraint and not satisfies(self, arch) then
     self.illegal_set[key] = true
     self.illegal[#self.illegal + 1] = key
     return nil
@@ -567,12 +603,13 @@ end
 
 local REA = setmetatable({}, {__index = Base})
 REA.__index = REA
+REA.__name = "REA"
 
 -- Draws a legal random arch (bounded rejection).
 local function legal_random(self)
   for _ = 1, self.tries do
     local a = self:_random()
-    if not self.constraint or self.constraint(copy_list(a)) then return a end
+    if not self.constraint or satisfies(self, a) then return a end
   end
   error(("%s: no legal arch in %d random draws (constraint too tight?)"):format(self.fn, self.tries), 4)
 end
@@ -687,7 +724,7 @@ function REA:step()
     local parent = self.evals[self:_tournament()].arch
     for t = 1, self.tries do
       arch = self._mutate(parent, self.rng)
-      if not self.constraint or self.constraint(copy_list(arch)) then break end
+      if not self.constraint or satisfies(self, arch) then break end
       if t == self.tries then
         error(("%s: no legal mutation of {%s} in %d tries"):format(self.fn, keyof(parent), self.tries), 2)
       end
@@ -711,6 +748,7 @@ end
 
 local Random = setmetatable({}, {__index = Base})
 Random.__index = Random
+Random.__name = "RandomSearch"
 
 --- Random search (reference §4.3; AutoDL `random_wo_share.py`): `n` uniform
 -- archs (filtered by `constraint` when given), each scored; the best wins.
@@ -768,7 +806,7 @@ function Random:step()
   for t = 1, self.tries do
     local a = self:_random()
     if not (self.dedup and self.seen[keyof(a)])
-      and (not self.constraint or self.constraint(copy_list(a))) then
+      and (not self.constraint or satisfies(self, a)) then
       arch = a
       break
     end
@@ -923,6 +961,16 @@ end
 --   objective get math.huge; an objective where the front is flat adds 0
 function M.crowding_distance(points, front, opts)
   local vals, m = objectives_of("crowding_distance", points, opts)
+  if type(front) ~= "table" then
+    error(("crowding_distance: front must be a list of point indices, got %s"):format(type(front)), 2)
+  end
+  for i = 1, #front do
+    local k = front[i]
+    if math.type(k) ~= "integer" or k < 1 or k > #vals then
+      error(("crowding_distance: front[%d] = %s is not a point index 1..%d"):format(i,
+        tostring(k), #vals), 2)
+    end
+  end
   local n = #front
   local dist = {}
   for i = 1, n do dist[i] = 0 end
@@ -954,12 +1002,18 @@ local function round_half_even(x)
   if d > 0.5 or (d == 0.5 and f % 2 == 1) then f = f + 1 end
   return math.tointeger(f) or f
 end
-M.round_half_even = round_half_even
+function M.round_half_even(x)
+  if type(x) ~= "number" then
+    error(("round_half_even: expected a number, got %s"):format(type(x)), 2)
+  end
+  return round_half_even(x)
+end
 
 -- --------------------------------------------------- Pareto evolution
 
 local Pareto = setmetatable({}, {__index = Base})
 Pareto.__index = Pareto
+Pareto.__name = "Pareto"
 
 --- Evolutionary search for the accuracy/FLOPs Pareto front.
 --
@@ -1495,6 +1549,14 @@ M.topk_overlap = M.precision_at_k
 function M.p_at_top_k(truth, pred, ratios)
   local n = check_pair("p_at_top_k", truth, pred)
   ratios = ratios or {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0}
+  if type(ratios) ~= "table" then
+    error(("p_at_top_k: ratios must be a list of numbers in (0, 1], got %s"):format(type(ratios)), 2)
+  end
+  for i, r in ipairs(ratios) do
+    if type(r) ~= "number" or not (r > 0 and r <= 1) then
+      error(("p_at_top_k: ratios[%d] = %s is not in (0, 1]"):format(i, tostring(r)), 2)
+    end
+  end
   local ot, op = order_desc(truth), order_desc(pred)
   local true_rank = {}
   for r, i in ipairs(ot) do true_rank[i] = r end
@@ -1537,5 +1599,8 @@ function M.top_percentile(truth, pred, k)
   local med = k % 2 == 1 and s[(k + 1) // 2] or (s[k // 2] + s[k // 2 + 1]) / 2
   return p, {min = s[1], median = med, max = s[k]}
 end
+
+-- Every searcher method checks its self (nasrt.guard).
+for _, cls in ipairs { Base, Evolution, REA, Random, Pareto } do guard.class(cls) end
 
 return M

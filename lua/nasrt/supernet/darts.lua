@@ -76,6 +76,15 @@ local function index_of(list, name)
   return nil
 end
 
+-- A tensor argument of a module's forward; anything else raises naming fn.
+local function check_input(x, fn, what)
+  if not is_tensor(x) then
+    error(("%s: %s must be a tensor, got %s"):format(fn, what or "the input",
+      x == nil and "nil" or type(x)), 3)
+  end
+  return x
+end
+
 local function copy_list(t)
   return table.move(t, 1, #t, 1, {})
 end
@@ -268,6 +277,12 @@ local MixedOp = nn.class("MixedOp")
 M.darts_MixedOp = MixedOp
 
 function MixedOp:__init(C, stride, primitives)
+  local fn = self.__name
+  check_int(C, "C", fn)
+  if stride ~= 1 and stride ~= 2 then
+    error(("%s: stride must be 1 or 2, got %s"):format(fn, tostring(stride)), 3)
+  end
+  primitives = check_primitives(primitives, fn)
   self.ops = nn.ModuleList()
   for _, name in ipairs(primitives) do self.ops:append(blocks.darts_search_op(name, C, stride)) end
   self.stride = stride
@@ -286,6 +301,11 @@ function MixedOp:_compile(primitives)
 end
 
 function MixedOp:forward(x, w)
+  check_input(x, self.__name)
+  if not is_tensor(w) or w:numel() ~= self._n then
+    error(("%s: weights must be a tensor of %d numbers (one per primitive), got %s"):format(
+      self.__name, self._n, is_tensor(w) and shape_str(w:shape()) or type(w)), 2)
+  end
   local rc, outs = {}, {}
   for a, rec in ipairs(self._active) do outs[a] = run_op(rec, x, rc) end
   local wa = select_active(w:reshape { 1, self._n }, self._runs, self._n)
@@ -320,6 +340,8 @@ end
 
 -- Runs the edge on x; returns the output and the attention weights [N, nC].
 function AGNASEdge:mix(x, rc)
+  check_input(x, "AGNASEdge")
+  rc = rc or {}
   local outs = {}
   local active = self._active
   for a, rec in ipairs(active) do outs[a] = run_op(rec, x, rc) end
@@ -361,6 +383,15 @@ M.att_darts_MixedOp = AttMixedOp
 
 function AttMixedOp:__init(C, stride, primitives, attentions, height)
   MixedOp.__init(self, C, stride, primitives)
+  if type(attentions) ~= "table" or #attentions == 0 then
+    error("AttMixedOp: attentions must be a non-empty list of attention names", 3)
+  end
+  for i, name in ipairs(attentions) do
+    if not blocks.ATT_OPS[name] then
+      error(("AttMixedOp: attention %d ('%s') is not one of blocks.ATT_PRIMITIVES"):format(i,
+        tostring(name)), 3)
+    end
+  end
   self.attns = nn.ModuleList()
   local recs = {}
   for b, name in ipairs(attentions) do
@@ -383,6 +414,11 @@ local SearchCell = nn.class("SearchCell")
 M.darts_SearchCell = SearchCell
 
 function SearchCell:__init(o, make_edge)
+  if type(o) ~= "table" or type(make_edge) ~= "function" then
+    error("SearchCell: expected a settings table {C=, C_pp=, C_p=, steps=, multiplier=, "
+      .. "reduction=, reduction_prev=} and an edge constructor function(C, stride)", 3)
+  end
+  for _, k in ipairs { "C", "C_pp", "C_p", "steps", "multiplier" } do check_int(o[k], k, "SearchCell") end
   self.reduction, self.reduction_prev = o.reduction, o.reduction_prev
   self.steps, self.multiplier, self.C = o.steps, o.multiplier, o.C
   if o.reduction_prev then
@@ -515,6 +551,9 @@ end
 -- second reduction, first normal of the last stage.
 -- @raise when a stage has no normal cell
 local function five_cell_types(layers, fn)
+  if math.type(layers) ~= "integer" then
+    error(("%s: layers must be an integer, got %s"):format(fn, tostring(layers)), 3)
+  end
   local r1, r2 = layers // 3, 2 * layers // 3
   local idx = { 0, r1, r1 + 1, r2, r2 + 1 }
   if r1 < 1 or r1 + 1 >= r2 or r2 + 1 >= layers then
@@ -621,7 +660,9 @@ local RELAXATIONS = { softmax = true, sigmoid = true, gumbel = true }
 
 --- The DARTS search network.
 -- @type DARTSSearchNetwork
+-- (instances come from supernet.darts{...}; the class call takes no arguments)
 local DARTSSearchNetwork = nn.class("DARTSSearchNetwork", SearchNetwork)
+DARTSSearchNetwork._factory = "supernet.darts{...}"
 M.darts_SearchNetwork = DARTSSearchNetwork
 
 --- Builds a DARTS search network (differentiable.md §1.2-1.3).
@@ -844,7 +885,8 @@ function DARTSSearchNetwork:alphas()
   end)
 end
 
-local function set_matrix(t, rows, what, fn)
+-- Checks rows against t's shape; returns the values, row-major.
+local function matrix_values(t, rows, what, fn)
   local s = t:shape()
   if type(rows) ~= "table" or #rows ~= s[1] then
     error(("%s: %s must be a table of %d rows"):format(fn, what, s[1]), 3)
@@ -862,7 +904,24 @@ local function set_matrix(t, rows, what, fn)
       flat[#flat + 1] = r[k]
     end
   end
-  core.no_grad(function() t:copy_(core.tensor(flat):reshape(s)) end)
+  return flat
+end
+
+-- Sets tensors from tbl[key] (keys in sorted order, all checked before
+-- any is written, so a bad table changes nothing); target(key) names the
+-- tensor or raises.
+local function set_matrices(tbl, target, fn)
+  local keys = {}
+  for k in pairs(tbl) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  local todo = {}
+  for i, k in ipairs(keys) do
+    local t = target(k)
+    todo[i] = { t, matrix_values(t, tbl[k], type(k) == "number" and ("cell " .. k) or k, fn) }
+  end
+  core.no_grad(function()
+    for _, tv in ipairs(todo) do tv[1]:copy_(core.tensor(tv[2]):reshape(tv[1]:shape())) end
+  end)
 end
 
 --- Sets the raw architecture logits from Lua tables (same layout as
@@ -871,20 +930,20 @@ end
 function DARTSSearchNetwork:set_alphas(tbl)
   if type(tbl) ~= "table" then error("set_alphas: expected a table", 2) end
   if self.alpha_per_cell then
-    for i, rows in pairs(tbl) do
+    set_matrices(tbl, function(i)
       if math.type(i) ~= "integer" or i < 1 or i > self.layers then
-        error(("set_alphas: key %s is not a cell index 1..%d"):format(tostring(i), self.layers), 2)
+        error(("set_alphas: key %s is not a cell index 1..%d"):format(tostring(i), self.layers), 4)
       end
-      set_matrix(self["alphas_" .. i], rows, "cell " .. i, "set_alphas")
-    end
+      return self["alphas_" .. i]
+    end, "set_alphas")
     return self
   end
-  for k, rows in pairs(tbl) do
+  set_matrices(tbl, function(k)
     if k ~= "normal" and k ~= "reduce" then
-      error(("set_alphas: unknown key '%s' (normal, reduce)"):format(tostring(k)), 2)
+      error(("set_alphas: unknown key '%s' (normal, reduce)"):format(tostring(k)), 4)
     end
-    set_matrix(self["alphas_" .. k], rows, k, "set_alphas")
-  end
+    return self["alphas_" .. k]
+  end, "set_alphas")
   return self
 end
 
@@ -908,6 +967,9 @@ function DARTSSearchNetwork:genotypes(opts)
 end
 
 function SearchNetwork:_parse_opts(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("genotype: options must be a table, got %s"):format(type(opts)), 3)
+  end
   local o = { primitives = self.primitives, steps = self.steps, multiplier = self.multiplier }
   for k, v in pairs(opts or {}) do o[k] = v end
   return o
@@ -958,7 +1020,9 @@ end
 
 --- The AGNAS micro search network.
 -- @type AGNASSearchNetwork
+-- (instances come from supernet.agnas{...}; the class call takes no arguments)
 local AGNASSearchNetwork = nn.class("AGNASSearchNetwork", SearchNetwork)
+AGNASSearchNetwork._factory = "supernet.agnas{...}"
 M.agnas_SearchNetwork = AGNASSearchNetwork
 
 --- Builds the AGNAS micro search network (differentiable.md §3.1): the
@@ -1054,7 +1118,9 @@ end
 
 --- The Att-DARTS search network.
 -- @type AttDARTSSearchNetwork
+-- (instances come from supernet.att_darts{...}; the class call takes no arguments)
 local AttDARTSSearchNetwork = nn.class("AttDARTSSearchNetwork", SearchNetwork)
+AttDARTSSearchNetwork._factory = "supernet.att_darts{...}"
 M.att_darts_SearchNetwork = AttDARTSSearchNetwork
 
 --- Builds the Att-DARTS search network (differentiable.md §4.2, location
@@ -1137,13 +1203,13 @@ function AttDARTSSearchNetwork:set_alphas(tbl)
   if type(tbl) ~= "table" then error("set_alphas: expected a table", 2) end
   local target = { normal = "alphas_normal", reduce = "alphas_reduce",
                    betas_normal = "betas_normal", betas_reduce = "betas_reduce" }
-  for k, rows in pairs(tbl) do
+  set_matrices(tbl, function(k)
     if not target[k] then
       error(("set_alphas: unknown key '%s' (normal, reduce, betas_normal, betas_reduce)"):format(
-        tostring(k)), 2)
+        tostring(k)), 4)
     end
-    set_matrix(self[target[k]], rows, k, "set_alphas")
-  end
+    return self[target[k]]
+  end, "set_alphas")
   return self
 end
 
@@ -1264,6 +1330,11 @@ function Cell:__init(gene, concat, C_pp, C_p, C, reduction, reduction_prev, heig
 end
 
 function Cell:forward(s0, s1, drop_prob, rc)
+  check_input(s0, "Cell", "s0 (the state two cells back)")
+  check_input(s1, "Cell", "s1 (the previous state)")
+  if drop_prob ~= nil and (type(drop_prob) ~= "number" or not (drop_prob >= 0 and drop_prob < 1)) then
+    error(("Cell: drop_prob must be a number in [0, 1), got %s"):format(tostring(drop_prob)), 2)
+  end
   rc = rc or {}
   drop_prob = self.training and drop_prob or 0
   local st = { run_op(self._pre0, s0, rc), run_op(self._pre1, s1, rc) }
@@ -1298,6 +1369,8 @@ local AuxiliaryHead = nn.class("AuxiliaryHead")
 M.darts_AuxiliaryHead = AuxiliaryHead
 
 function AuxiliaryHead:__init(C, classes)
+  check_int(C, "C", "AuxiliaryHead")
+  check_int(classes, "classes", "AuxiliaryHead")
   self.conv1 = nn.Conv2d(C, 128, 1, { bias = false })
   self.bn1 = nn.BatchNorm2d(128)
   self.conv2 = nn.Conv2d(128, 768, 2, { bias = false })
@@ -1307,7 +1380,10 @@ function AuxiliaryHead:__init(C, classes)
 end
 
 function AuxiliaryHead:forward(x)
-  local s = x:shape()
+  local s = check_input(x, "AuxiliaryHead"):shape()
+  if #s ~= 4 then
+    error(("AuxiliaryHead: expected an input [N,C,H,W], got %s"):format(shape_str(s)), 2)
+  end
   local h = s[3]
   local stride = 3
   while stride > 1 and (h - 5) // stride + 1 < 2 do stride = stride - 1 end
@@ -1324,7 +1400,9 @@ end
 
 --- The discrete evaluation network.
 -- @type DARTSNetwork
+-- (instances come from supernet.darts_network(genotype, {...}); the class call takes no arguments)
 local DARTSNetwork = nn.class("DARTSNetwork")
+DARTSNetwork._factory = "supernet.darts_network(genotype, {...})"
 M.darts_Network = DARTSNetwork
 
 local function is_list(t)
@@ -1462,8 +1540,18 @@ local function concat_str(c)
   return "[" .. table.concat(c, ", ") .. "]"
 end
 
+local validate_cell_gene
+
 local function one_genotype_str(g)
   if type(g) ~= "table" then error("genotype_to_string: expected a genotype table", 3) end
+  for _, key in ipairs { "normal", "reduce" } do
+    local err = g[key] ~= nil and validate_cell_gene(g[key], key)
+    if err then error("genotype_to_string: " .. err, 3) end
+    local c = g[key .. "_concat"]
+    if g[key] ~= nil and (type(c) ~= "table" or #c == 0) then
+      error(("genotype_to_string: %s_concat must be a non-empty list"):format(key), 3)
+    end
+  end
   if g.normal and g.reduce then
     local s = ("Genotype(normal=%s, normal_concat=%s, reduce=%s, reduce_concat=%s"):format(
       gene_str(g.normal), concat_str(g.normal_concat), gene_str(g.reduce),
@@ -1658,12 +1746,23 @@ local function parse_text(s)
   return res
 end
 
-local function validate_cell_gene(gene, what)
+function validate_cell_gene(gene, what)
   if type(gene) ~= "table" then return ("%s must be a list of (op, input) tuples"):format(what) end
   for i, e in ipairs(gene) do
     if type(e) ~= "table" or type(e[1]) ~= "string" or math.type(e[2]) ~= "integer"
       or (e[3] ~= nil and type(e[3]) ~= "string") or #e > 3 then
       return ("%s entry %d must be ('op', input) or ('op', input, 'attention')"):format(what, i)
+    end
+    if not blocks.DARTS_OPS[e[1]] then
+      return ("%s entry %d: unknown op '%s'"):format(what, i, e[1])
+    end
+    -- (the upper bound depends on how many entries a node has: darts_network
+    -- checks it)
+    if e[2] < 0 then
+      return ("%s entry %d: input %d is negative"):format(what, i, e[2])
+    end
+    if e[3] ~= nil and e[3] ~= "" and not blocks.ATT_OPS[e[3]] then
+      return ("%s entry %d: unknown attention '%s'"):format(what, i, e[3])
     end
   end
   return nil

@@ -892,6 +892,15 @@ end
 -- allocated blocks; only in the last two stages unless all_stages), as
 -- AttentiveNAS' set_dropout_rate.  Both act in training mode only.
 function Elastic:set_dropout(dropout, drop_connect, all_stages)
+  for _, v in ipairs { { dropout, "dropout" }, { drop_connect, "drop_connect" } } do
+    if v[1] ~= nil and (type(v[1]) ~= "number" or not (v[1] >= 0 and v[1] < 1)) then
+      error(("elastic:set_dropout: %s must be a number in [0, 1), got %s"):format(v[2],
+        tostring(v[1])), 2)
+    end
+  end
+  if all_stages ~= nil and type(all_stages) ~= "boolean" then
+    error(("elastic:set_dropout: all_stages must be a boolean, got %s"):format(type(all_stages)), 2)
+  end
   rawset(self, "dropout", dropout or 0)
   local n = #self.blocks
   local S = #self._groups

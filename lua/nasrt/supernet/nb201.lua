@@ -268,6 +268,19 @@ local InferCell = nn.class("NB201InferCell", blocks.Block)
 M.nb201_InferCell = InferCell
 
 function InferCell:__init(ops, C, affine, track)
+  if type(ops) ~= "table" or #ops ~= NEDGES then
+    error(("NB201InferCell: ops must be a list of %d op indices (1..%d), got %s"):format(NEDGES,
+      #PRIMS, type(ops)), 3)
+  end
+  for e = 1, NEDGES do
+    if math.type(ops[e]) ~= "integer" or not PRIMS[ops[e]] then
+      error(("NB201InferCell: ops[%d] = %s is not an op index 1..%d"):format(e, tostring(ops[e]),
+        #PRIMS), 3)
+    end
+  end
+  if math.type(C) ~= "integer" or C < 1 then
+    error(("NB201InferCell: C must be a positive integer, got %s"):format(tostring(C)), 3)
+  end
   self.ops = ops                -- 6 op indices
   self.C = C
   local edges = nn.ModuleList()
@@ -470,6 +483,9 @@ local SearchCell = nn.class("NB201SearchCell", blocks.Block)
 M.nb201_SearchCell = SearchCell
 
 function SearchCell:__init(C, affine, track, agnas_ratio)
+  if math.type(C) ~= "integer" or C < 1 then
+    error(("NB201SearchCell: C must be a positive integer, got %s"):format(tostring(C)), 3)
+  end
   self.C = C
   local edges = nn.ModuleList()
   for _ = 1, NEDGES do

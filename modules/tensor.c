@@ -201,6 +201,26 @@ static int nasrt_memory(lua_State *L) {
     return 1;
 }
 
+static void tape_add(void *ud, const char *what, size_t bytes) {
+    lua_State *L = ud;
+    lua_getfield(L, -1, what);
+    lua_Integer b = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushinteger(L, b + (lua_Integer)bytes);
+    lua_setfield(L, -2, what);
+}
+
+/* nasrt.tape_memory(t) -> total_bytes, {what = bytes}: the storages the
+   autograd tape behind t keeps alive, by the op that produced them. */
+static int nasrt_tape_memory(lua_State *L) {
+    nr_tensor *t = nrL_checktensor(L, 1);
+    lua_newtable(L);
+    size_t total = nr_tape_memory(t, tape_add, L);
+    lua_pushinteger(L, (lua_Integer)total);
+    lua_insert(L, -2);
+    return 2;
+}
+
 static int nasrt_reset_peak_memory(lua_State *L) {
     nr_reset_peak_bytes();
     return 0;
@@ -832,7 +852,8 @@ static const luaL_Reg lib_funcs[] = {
     {"no_grad", nasrt_no_grad}, {"set_grad_enabled", nasrt_set_grad_enabled},
     {"is_grad_enabled", nasrt_is_grad_enabled}, {"set_num_threads", nasrt_set_num_threads},
     {"num_threads", nasrt_num_threads}, {"memory", nasrt_memory},
-    {"reset_peak_memory", nasrt_reset_peak_memory}, {"is_tensor", nasrt_is_tensor},
+    {"reset_peak_memory", nasrt_reset_peak_memory},
+    {"tape_memory", nasrt_tape_memory}, {"is_tensor", nasrt_is_tensor},
     {"clock", nasrt_clock}, {"catch_interrupt", nasrt_catch_interrupt},
     {"interrupted", nasrt_interrupted}, {NULL, NULL}};
 

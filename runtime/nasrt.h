@@ -217,12 +217,25 @@ NR_API nr_node *nr_record(nr_tensor *out, const char *name, nr_bwd_fn bwd,
                           int n_in, nr_tensor *const *in);
 /* Retains t into n->saved[slot]. */
 NR_API void nr_save(nr_node *n, int slot, nr_tensor *t);
+/* For ops whose backward needs only the shape of input i (pool, cat, ReLU
+   that saved its output, ...): replaces n->in[i] by a header with the same
+   shape and producer node but no storage, so the tape does not keep the
+   input's data alive on this op's account.  Leaves are kept as they are. */
+NR_API void nr_forget_input(nr_node *n, int i);
 /* A new header sharing out's storage, with no node: what a node may keep of
    its own output without making a reference cycle. +1 */
 NR_API nr_tensor *nr_alias(const nr_tensor *t);
 /* Backpropagates from root. gout may be NULL for a one-element root.
    Frees every visited node's saved state. */
 NR_API nr_status nr_backward(nr_tensor *root, const nr_tensor *gout);
+/* What the tape behind root keeps alive: calls fn(ud, what, bytes) once for
+   each distinct storage held by a node (an input or a saved tensor), where
+   `what` names the op that produced it ("conv2d", ...), "parameter",
+   "input", or "saved by <op>" for state an op saved of its own.  Returns
+   the total bytes.  fn may be NULL.  Memory an op keeps in its node's
+   `extra` is not counted. */
+typedef void (*nr_tape_fn)(void *ud, const char *what, size_t bytes);
+NR_API size_t nr_tape_memory(const nr_tensor *root, nr_tape_fn fn, void *ud);
 
 /* ---------------------------------------------------------------- ops */
 /* Every op: out is set to a new +1 tensor, inputs are borrowed.  Inputs may

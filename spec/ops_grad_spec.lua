@@ -152,3 +152,23 @@ describe("gradients of nasrt.F ops (central differences)", function()
     end)
   end
 end)
+
+-- The same ops on inputs produced by another op: ops whose backward needs
+-- only shapes or their own output drop such inputs' data from the tape
+-- (nr_forget_input), a path leaves never take.
+describe("gradients of nasrt.F ops on intermediate inputs", function()
+  for _, c in ipairs(cases) do
+    it(c[1], function()
+      nasrt.manual_seed(7)
+      local inputs = {}
+      for i, s in ipairs(c[3]) do inputs[i] = make(s) end
+      local function f(...)
+        local mid = {}
+        for i, a in ipairs({ ... }) do mid[i] = F.scale(a, 1.25, 0.0) end
+        return c[2](table.unpack(mid))
+      end
+      local ok, msg = H.gradcheck(f, inputs)
+      assert(ok, msg)
+    end)
+  end
+end)

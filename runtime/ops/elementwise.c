@@ -204,7 +204,13 @@ static nr_status binary(nr_tensor **out, const nr_tensor *a, const nr_tensor *b,
     nr_parallel_for(rows, inner >= 16384 ? 1 : 16384 / (inner + 1) + 1, bin_task, &j);
     nr_node *nd_ = nr_record(o, binop_name[op], bin_bwd, 2,
                              (nr_tensor *[]){(nr_tensor *)a, (nr_tensor *)b});
-    if (nd_) nd_->p.i[0] = op;
+    if (nd_) {
+        nd_->p.i[0] = op;
+        if (op == B_ADD || op == B_SUB) { /* backward reads shapes only */
+            nr_forget_input(nd_, 0);
+            nr_forget_input(nd_, 1);
+        }
+    }
     *out = o;
     return NR_OK;
 }
@@ -294,7 +300,8 @@ static nr_status bin_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) 
         }
         int64_t rows = 1;
         for (int i = 0; i < use.nd - 1; i++) rows *= use.ne[i];
-        bwd_job j = {&use, gmap, op, w, nr_data(a), nr_data(b), nr_data(g), nr_data(gin[w])};
+        bwd_job j = {&use, gmap, op, w, a->storage ? nr_data(a) : NULL,
+                     b->storage ? nr_data(b) : NULL, nr_data(g), nr_data(gin[w])};
         /* parallel only when this operand is not broadcast (no write races) */
         if (bcast) bwd_task(&j, 0, rows, 0);
         else nr_parallel_for(rows, 64, bwd_task, &j);
@@ -362,7 +369,8 @@ static void unb_task(void *ctx, int64_t i0, int64_t i1, int ith) {
 
 static nr_status un_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) {
     if (!gin[0]) return NR_OK;
-    unb_job j = {(int)n->p.i[0], (float)n->p.f[1], nr_data(n->in[0]),
+    const nr_tensor *x = n->in[0];
+    unb_job j = {(int)n->p.i[0], (float)n->p.f[1], x->storage ? nr_data(x) : NULL,
                  n->saved[0] ? nr_data(n->saved[0]) : NULL, nr_data(g), nr_data(gin[0])};
     nr_parallel_for(nr_numel(g), 32768, unb_task, &j);
     return NR_OK;
@@ -392,6 +400,11 @@ static nr_status unary(nr_tensor **out, const nr_tensor *a, int kind, float s, f
             nr_save(n, 0, al);
             nr_tensor_release(al);
         }
+        /* backward of these reads only the output (or nothing) */
+        int y_only = kind == 0 || kind == U_BASE + NR_U_NEG || kind == U_BASE + NR_U_RELU ||
+                     kind == U_BASE + NR_U_SIGMOID || kind == U_BASE + NR_U_TANH ||
+                     kind == U_BASE + NR_U_EXP || kind == U_BASE + NR_U_SQRT;
+        if (y_only && (n->saved[0] || !need_y)) nr_forget_input(n, 0);
     }
     nr_tensor_release(x);
     *out = y;
@@ -604,7 +617,8 @@ static nr_status contig_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gi
 nr_status nr_contiguous(nr_tensor **out, const nr_tensor *a) {
     *out = nr_tensor_clone(a);
     if (!*out) return NR_ENOMEM;
-    nr_record(*out, "contiguous", contig_bwd, 1, (nr_tensor *[]){(nr_tensor *)a});
+    nr_node *n = nr_record(*out, "contiguous", contig_bwd, 1, (nr_tensor *[]){(nr_tensor *)a});
+    if (n) nr_forget_input(n, 0);
     return NR_OK;
 }
 
@@ -778,7 +792,10 @@ static nr_status cat_small(nr_tensor **out, int n, nr_tensor *const *xs, int dim
         off += xs[k]->ne[dim];
     }
     nr_node *nd = nr_record(o, "cat", cat_bwd, n, xs);
-    if (nd) nd->p.i[0] = dim;
+    if (nd) {
+        nd->p.i[0] = dim;
+        for (int k = 0; k < n; k++) nr_forget_input(nd, k); /* shapes only */
+    }
     *out = o;
     return NR_OK;
 }
@@ -855,8 +872,10 @@ nr_status nr_pad(nr_tensor **out, const nr_tensor *a, int npad, const int64_t *p
     nr_copy_into(v, a);
     nr_tensor_release(v);
     nr_node *n = nr_record(o, "pad", pad_bwd, 1, (nr_tensor *[]){(nr_tensor *)a});
-    if (n)
+    if (n) {
         for (int i = 0; i < a->ndim; i++) n->p.i[i] = lo[i];
+        nr_forget_input(n, 0);
+    }
     *out = o;
     return NR_OK;
 }

@@ -86,7 +86,7 @@ static nr_status wsum_bwd(nr_node *nd, const nr_tensor *g, nr_tensor *const *gin
     const float *x[NR_MAXIN];
     float *gx[NR_MAXIN];
     for (int k = 0; k < n; k++) {
-        x[k] = nr_data(nd->in[k]);
+        x[k] = nd->in[k]->storage ? nr_data(nd->in[k]) : NULL;
         gx[k] = gin[k] ? nr_data(gin[k]) : NULL;
     }
     nr_tensor *wt = nr_contig(nd->in[n]);
@@ -129,7 +129,9 @@ nr_status nr_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs, const nr
         nr_tensor *ins[NR_MAXIN];
         for (int k = 0; k < n; k++) ins[k] = cx[k];
         ins[n] = (nr_tensor *)w;
-        nr_record(o, "weighted_sum", wsum_bwd, n + 1, ins);
+        nr_node *nd = nr_record(o, "weighted_sum", wsum_bwd, n + 1, ins);
+        if (nd && !nr_needs_grad(w)) /* fixed weights: backward reads no input */
+            for (int k = 0; k < n; k++) nr_forget_input(nd, k);
     }
     for (int k = 0; k < n; k++) nr_tensor_release(cx[k]);
     nr_tensor_release(wt);

@@ -240,30 +240,34 @@ typedef struct {
     float *gx, *gw, *gb;
     int64_t N, C, S;
     int training;
+    int xhat;             /* x holds the normalised output, not the input */
     const double *mean, *invstd;
     double *sg, *sgx;     /* [C] work */
     float *k1, *k2, *k3, *mf; /* [C] work */
 } bn_bwd;
 
 /* Per-channel gradient coefficients: dx = k1 * g + k2 * (x - mf) + k3, and
-   the weight/bias gradients, from sg = sum(g), sgx = sum(g * (x - mean)). */
+   the weight/bias gradients, from sg = sum(g), sgx = sum(g * (x - mean)).
+   When x is the saved normalised output xhat (j->xhat), mean is 0 and the
+   scale xhat = (x - mean) * invstd is already applied. */
 static void bn_bwd_coef(bn_bwd *j, int64_t c, double sg, double sgx) {
     const double M = (double)j->N * (double)j->S;
     double is = j->invstd[c];
-    if (j->gw) j->gw[c] += (float)(sgx * is);
+    double xs = j->xhat ? 1.0 : is; /* sgx * xs = sum(g * xhat) */
+    if (j->gw) j->gw[c] += (float)(sgx * xs);
     if (j->gb) j->gb[c] += (float)sg;
     double w = j->w ? j->w[c * j->ws] : 1.0;
     double k1 = w * is;
     j->k1[c] = (float)k1;
     if (j->training) {
         /* dx = k1 * (g - mean(g) - xhat * mean(g * xhat)) */
-        j->k2[c] = (float)(-k1 * is * is * sgx / M);
+        j->k2[c] = (float)(-k1 * xs * xs * sgx / M);
         j->k3[c] = (float)(-k1 * sg / M);
     } else {
         j->k2[c] = 0;
         j->k3[c] = 0;
     }
-    j->mf[c] = (float)j->mean[c];
+    j->mf[c] = j->xhat ? 0.0f : (float)j->mean[c];
 }
 
 static inline void bn_dx(float *dp, const float *gp, const float *xp, int64_t S, float k1,
@@ -339,14 +343,16 @@ static nr_status bn_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *cons
         return nr_seterror(NR_ENOMEM, "batch_norm backward: out of memory");
     }
     const double *stats = nd->extra;
+    const int xhat = nd->saved[0] != NULL;
+    if (xhat) x = nd->saved[0];
     bn_bwd j = {
-        .x = nr_data(x), .g = nr_data(g),
+        .x = x->storage ? nr_data(x) : NULL, .g = nr_data(g),
         .w = w ? nr_data(w) : NULL, .ws = w ? w->st[0] : 0,
         .gx = gin[0] ? nr_data(gin[0]) : NULL,
         .gw = gin[1] ? nr_data(gin[1]) : NULL,
         .gb = gin[2] ? nr_data(gin[2]) : NULL,
-        .N = N, .C = C, .S = S, .training = (int)nd->p.i[0],
-        .mean = stats, .invstd = stats + C,
+        .N = N, .C = C, .S = S, .training = (int)nd->p.i[0], .xhat = xhat,
+        .mean = xhat ? stats + 2 * C : stats, .invstd = stats + C, /* xhat: zero means */
         .sg = (double *)work, .sgx = (double *)work + C,
     };
     float *fw = (float *)((double *)work + 2 * C);
@@ -430,7 +436,19 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
     nr_node *nd = nr_record(y, "batch_norm", bn_backward, 3, in);
     if (nd) {
         nd->p.i[0] = j.training;
-        nd->extra = stats; /* mean[C], invstd[C] (the tail is unused) */
+        nd->extra = stats; /* mean[C], invstd[C], zeros[C] */
+        if (!weight && !bias && j.training) {
+            /* affine=False (every BN inside a DARTS op): the output is xhat,
+               which is all backward needs, and the input can die now (the
+               conv or pool before it no longer lives until backward) */
+            for (int64_t c = 0; c < C; c++) stats[2 * C + c] = 0;
+            nr_tensor *al = nr_alias(y);
+            if (al) {
+                nr_save(nd, 0, al);
+                nr_tensor_release(al);
+                nr_forget_input(nd, 0);
+            }
+        }
     } else {
         free(stats);
     }

@@ -346,6 +346,7 @@ nr_status nr_max_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
     if (n) {
         store_params(n, &s);
         n->extra = idx;
+        nr_forget_input(n, 0); /* backward needs the argmax only */
     } else {
         free(idx);
     }
@@ -477,7 +478,10 @@ nr_status nr_avg_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
         return st;
     }
     nr_node *n = nr_record(y, "avg_pool2d", avg_bwd, 1, &xc);
-    if (n) store_params(n, &s);
+    if (n) {
+        store_params(n, &s);
+        nr_forget_input(n, 0); /* backward needs the shape only */
+    }
     nr_tensor_release(xc);
     *out = y;
     return NR_OK;
@@ -598,7 +602,10 @@ nr_status nr_adaptive_avg_pool2d(nr_tensor **out, const nr_tensor *x, int64_t oh
     pjob J = {&s, NULL, nr_data(xc), NULL, nr_data(y), NULL, NULL, NULL, NULL};
     nr_parallel_for(s.P, plane_grain(s.H * s.W), ad_fwd_task, &J);
     nr_node *n = nr_record(y, "adaptive_avg_pool2d", ad_bwd, 1, &xc);
-    if (n) store_params(n, &s);
+    if (n) {
+        store_params(n, &s);
+        nr_forget_input(n, 0);
+    }
     nr_tensor_release(xc);
     *out = y;
     return NR_OK;

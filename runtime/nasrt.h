@@ -82,6 +82,8 @@ NR_API void nr_storage_release(nr_storage *s);
 /* Bytes held by all live storages of this process. */
 NR_API size_t nr_live_bytes(void);
 NR_API size_t nr_peak_bytes(void);
+/* Bytes of freed blocks the allocator keeps for reuse. */
+NR_API size_t nr_cached_bytes(void);
 NR_API void nr_reset_peak_bytes(void);
 /* Drops the allocator's cache of freed blocks (returns memory to the OS). */
 NR_API void nr_storage_trim(void);
@@ -292,6 +294,13 @@ typedef struct {
 } nr_conv_params;
 NR_API nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
                            const nr_tensor *b, const nr_conv_params *p);
+
+/* relu(x) (when relu != 0) -> depthwise conv with wd [C,1,kh,kw] (stride,
+   padding, dilation of p; p->groups is ignored) -> 1x1 conv with wp
+   [Co,C,1,1]: DARTS' SepConv/DilConv body as one op.  Keeps only x and the
+   weights for backward, which recomputes the depthwise output. */
+NR_API nr_status nr_sep_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd,
+                               const nr_tensor *wp, const nr_conv_params *p, int relu);
 
 typedef struct {
     int64_t kernel[2], stride[2], padding[2];

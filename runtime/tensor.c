@@ -34,21 +34,46 @@ void nr_abort_(const char *file, int line, const char *cond) {
 /* ------------------------------------------------------------ allocator */
 
 /* Freed blocks are kept per exact size (sizes repeat step after step) up to
-   a byte budget; anything above the budget goes back to the OS. */
+   a byte budget; anything above the budget goes back to the OS.  The cache
+   is a list in the order blocks were freed, and a request takes the newest
+   block of its size.  A request no cached block fits gets a fresh block,
+   but if live + cached bytes would then pass their high-water mark, the
+   oldest cached blocks are freed first to stay under it.  So the memory
+   held only grows when the cache is empty: its peak is the peak of live
+   bytes, not that plus cached blocks of sizes the step no longer asks for
+   (a DARTS step of C=16, batch 64 held ~0.5-0.8 GB of those). */
 #define CACHE_SLOTS 4096
+#define EVICT_MIN ((size_t)256 << 10) /* = the mmap threshold (nr_runtime_init) */
 static struct { size_t bytes; void *p; } cache[CACHE_SLOTS];
 static int ncache = 0;
 static size_t cached_bytes = 0;
 static size_t cache_budget = (size_t)4 << 30;
-static size_t live_bytes = 0, peak_bytes = 0;
+static size_t live_bytes = 0, peak_bytes = 0, held_mark = 0;
+
+static void cache_remove(int i) {
+    cached_bytes -= cache[i].bytes;
+    memmove(cache + i, cache + i + 1, (size_t)(ncache - i - 1) * sizeof cache[0]);
+    ncache--;
+}
 
 static void *block_get(size_t bytes) {
     for (int i = ncache - 1; i >= 0; i--) {
         if (cache[i].bytes == bytes) {
             void *p = cache[i].p;
-            cache[i] = cache[--ncache];
-            cached_bytes -= bytes;
+            cache_remove(i);
             return p;
+        }
+    }
+    /* (smaller blocks come from malloc's heap, which reuses memory itself) */
+    int k = 0;
+    if (bytes >= EVICT_MIN) {
+        while (k < ncache && live_bytes + cached_bytes + bytes > held_mark) {
+            cached_bytes -= cache[k].bytes;
+            free(cache[k++].p);
+        }
+        if (k > 0) {
+            memmove(cache, cache + k, (size_t)(ncache - k) * sizeof cache[0]);
+            ncache -= k;
         }
     }
     void *p = aligned_alloc(64, bytes);
@@ -56,6 +81,8 @@ static void *block_get(size_t bytes) {
         nr_storage_trim();
         p = aligned_alloc(64, bytes);
     }
+    if (p && live_bytes + cached_bytes + bytes > held_mark)
+        held_mark = live_bytes + cached_bytes + bytes;
     return p;
 }
 
@@ -77,6 +104,7 @@ void nr_storage_trim(void) {
 }
 
 size_t nr_live_bytes(void) { return live_bytes; }
+size_t nr_cached_bytes(void) { return cached_bytes; }
 size_t nr_peak_bytes(void) { return peak_bytes; }
 void nr_reset_peak_bytes(void) { peak_bytes = live_bytes; }
 

@@ -62,6 +62,18 @@ local bad = {
   {"conv2d kernel too big", function() return F.conv2d(nasrt.randn({1, 3, 2, 2}), w) end, "conv2d"},
   {"conv2d bias shape", function() return F.conv2d(x4, w, nasrt.randn({3})) end, "conv2d"},
   {"conv2d options type", function() return F.conv2d(x4, w, nil, 3) end, "conv2d"},
+  {"sep_conv2d depthwise weight", function()
+    return F.sep_conv2d(x4, nasrt.randn({2, 1, 3, 3}), nasrt.randn({4, 3, 1, 1})) end,
+    "sep_conv2d: depthwise weight [2,1,3,3], expected [3,1,kh,kw] for input [2,3,8,8]"},
+  {"sep_conv2d pointwise weight", function()
+    return F.sep_conv2d(x4, nasrt.randn({x4:shape()[2], 1, 3, 3}), nasrt.randn({4, 2, 1, 1})) end,
+    "sep_conv2d: pointwise weight"},
+  {"sep_conv2d kernel too big", function()
+    return F.sep_conv2d(nasrt.randn({1, 3, 2, 2}), nasrt.randn({3, 1, 3, 3}), nasrt.randn({3, 3, 1, 1})) end,
+    "sep_conv2d: input"},
+  {"sep_conv2d relu option", function()
+    return F.sep_conv2d(x4, nasrt.randn({x4:shape()[2], 1, 3, 3}), nasrt.randn({4, x4:shape()[2], 1, 1}),
+      {relu = 1}) end, "relu must be a boolean"},
   {"conv2d stride string", function() return F.conv2d(x4, w, nil, {stride = "2"}) end, "stride"},
   {"max_pool2d kernel 0", function() return F.max_pool2d(x4, {kernel = 0}) end, "max_pool2d"},
   {"max_pool2d bad padding", function() return F.max_pool2d(x4, {kernel = 2, padding = 2}) end, "max_pool2d"},

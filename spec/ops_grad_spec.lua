@@ -100,6 +100,16 @@ for _, c in ipairs({
     {c.x, c.w, {c.w[1]}}}
 end
 
+-- relu -> depthwise -> 1x1 in one op (backward recomputes the depthwise output)
+for _, c in ipairs({
+  {"sep_conv2d relu 3x3", {"kink:2,4,6,6", {4, 1, 3, 3}, {5, 4, 1, 1}}, {padding = 1, relu = true}},
+  {"sep_conv2d 5x5 s2", {{1, 3, 9, 9}, {3, 1, 5, 5}, {3, 3, 1, 1}}, {stride = 2, padding = 2}},
+  {"sep_conv2d relu dil 3x3 s2", {"kink:2,3,9,9", {3, 1, 3, 3}, {4, 3, 1, 1}},
+    {stride = 2, padding = 2, dilation = 2, relu = true}},
+}) do
+  cases[#cases + 1] = {c[1], function(x, wd, wp) return F.sep_conv2d(x, wd, wp, c[3]) end, c[2]}
+end
+
 for _, c in ipairs({
   {"max_pool2d 3x3 s1 p1", function(x) return F.max_pool2d(x, {kernel = 3, stride = 1, padding = 1}) end},
   {"max_pool2d 2x2 s2", function(x) return F.max_pool2d(x, {kernel = 2, stride = 2}) end},

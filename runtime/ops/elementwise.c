@@ -673,7 +673,8 @@ nr_status nr_reshape(nr_tensor **out, const nr_tensor *a, int ndim, const int64_
         nr_tensor_release(x);
         return NR_ENOMEM;
     }
-    nr_record(v, "reshape", flat_bwd, 1, &x);
+    nr_node *nd = nr_record(v, "reshape", flat_bwd, 1, &x);
+    if (nd) nr_forget_input(nd, 0); /* views: backward needs shapes only */
     nr_tensor_release(x);
     *out = v;
     return NR_OK;
@@ -707,6 +708,7 @@ nr_status nr_narrow(nr_tensor **out, const nr_tensor *a, int dim, int64_t start,
         n->p.i[0] = dim;
         n->p.i[1] = start;
         n->p.i[2] = len;
+        nr_forget_input(n, 0);
     }
     *out = v;
     return NR_OK;
@@ -746,6 +748,7 @@ nr_status nr_transpose(nr_tensor **out, const nr_tensor *a, int d0, int d1) {
     if (n) {
         n->p.i[0] = d0;
         n->p.i[1] = d1;
+        nr_forget_input(n, 0);
     }
     *out = v;
     return NR_OK;
@@ -915,6 +918,7 @@ nr_status nr_subsample(nr_tensor **out, const nr_tensor *a, int64_t s, int64_t o
         n->p.i[0] = s;
         n->p.i[1] = oh;
         n->p.i[2] = ow;
+        nr_forget_input(n, 0);
     }
     *out = v;
     return NR_OK;

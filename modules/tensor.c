@@ -832,6 +832,7 @@ static int op_attn_sum(lua_State *L) {
 static const struct { const char *name; nr_unary u; } unaries[] = {
     {"neg", NR_U_NEG}, {"relu", NR_U_RELU}, {"sigmoid", NR_U_SIGMOID}, {"tanh", NR_U_TANH},
     {"exp", NR_U_EXP}, {"log", NR_U_LOG}, {"sqrt", NR_U_SQRT}, {"abs", NR_U_ABS},
+    {"relu6", NR_U_RELU6},
 };
 
 static const char *const binaries[] = {"add", "sub", "mul", "div"};

@@ -23,23 +23,12 @@ void nr_blas_init(void) { openblas_set_num_threads(1); }
 
 #include <stdlib.h>
 #include <unistd.h>
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
 
 void nr_runtime_init(int nthreads) {
     static int done = 0;
     if (done && nthreads <= 0) return; /* keep what the host chose */
     if (!done) {
         nr_blas_init();
-#if defined(__GLIBC__)
-        /* Blocks of 256 KB and more always get their own mapping, so a
-           block the storage cache frees goes back to the OS at once (glibc
-           would otherwise raise the threshold after the first such free and
-           keep later blocks in its heap, where freed memory stays
-           resident).  tensor.c's EVICT_MIN is this size. */
-        mallopt(M_MMAP_THRESHOLD, 256 << 10);
-#endif
         done = 1;
     }
     if (nthreads <= 0) {

@@ -257,7 +257,7 @@ NR_API nr_status nr_pow_scalar(nr_tensor **out, const nr_tensor *a, float e);
 
 typedef enum {
     NR_U_NEG, NR_U_RELU, NR_U_SIGMOID, NR_U_TANH, NR_U_EXP, NR_U_LOG,
-    NR_U_SQRT, NR_U_ABS
+    NR_U_SQRT, NR_U_ABS, NR_U_RELU6  /* relu6: min(max(x, 0), 6) */
 } nr_unary;
 NR_API nr_status nr_unary_op(nr_tensor **out, const nr_tensor *a, nr_unary op);
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* --------------------------------------------------------------- errors */
 
@@ -43,12 +44,39 @@ void nr_abort_(const char *file, int line, const char *cond) {
    bytes, not that plus cached blocks of sizes the step no longer asks for
    (a DARTS step of C=16, batch 64 held ~0.5-0.8 GB of those). */
 #define CACHE_SLOTS 4096
-#define EVICT_MIN ((size_t)256 << 10) /* = the mmap threshold (nr_runtime_init) */
+#define MAP_MIN ((size_t)256 << 10)
 static struct { size_t bytes; void *p; } cache[CACHE_SLOTS];
 static int ncache = 0;
 static size_t cached_bytes = 0;
 static size_t cache_budget = (size_t)4 << 30;
 static size_t live_bytes = 0, peak_bytes = 0, held_mark = 0;
+
+/* Blocks of MAP_MIN bytes and more are mappings of their own, so freeing
+   one gives its memory back to the OS at once (malloc would keep such
+   blocks in its heap once its adaptive mmap threshold has risen, where
+   freed memory stays resident).  Smaller ones come from malloc. */
+static void *block_alloc(size_t bytes) {
+    if (bytes < MAP_MIN) return aligned_alloc(64, bytes);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void block_free(void *p, size_t bytes) {
+    if (bytes < MAP_MIN) free(p);
+    else munmap(p, bytes);
+}
+
+/* Block sizes: multiples of 64 bytes below MAP_MIN; above, 8 size classes
+   per doubling (at most 12.5% over the request, and pages past it are only
+   touched when a larger request of the class reuses the block), so steps
+   whose shapes vary (sandwich sub-networks, random paths) still reuse
+   cached blocks instead of mapping fresh ones. */
+static size_t block_size(size_t bytes) {
+    if (bytes < MAP_MIN) return bytes;
+    int lg = 63 - __builtin_clzll((unsigned long long)bytes);
+    size_t g = (size_t)1 << (lg - 3);
+    return (bytes + g - 1) & ~(g - 1);
+}
 
 static void cache_remove(int i) {
     cached_bytes -= cache[i].bytes;
@@ -56,30 +84,44 @@ static void cache_remove(int i) {
     ncache--;
 }
 
-static void *block_get(size_t bytes) {
+/* A block of at least *bytes; *bytes is set to its size. */
+static void *block_get(size_t *bytes_io) {
+    const size_t bytes = *bytes_io;
+    int best = -1;
     for (int i = ncache - 1; i >= 0; i--) {
         if (cache[i].bytes == bytes) {
-            void *p = cache[i].p;
-            cache_remove(i);
-            return p;
+            best = i;
+            break;
         }
+        /* else the smallest block up to twice the size: shapes that vary
+           from step to step (sandwich sub-networks) reuse larger blocks */
+        if (bytes >= MAP_MIN && cache[i].bytes > bytes && cache[i].bytes <= 2 * bytes &&
+            (best < 0 || cache[i].bytes < cache[best].bytes))
+            best = i;
+    }
+    if (best >= 0) {
+        void *p = cache[best].p;
+        *bytes_io = cache[best].bytes;
+        cache_remove(best);
+        return p;
     }
     /* (smaller blocks come from malloc's heap, which reuses memory itself) */
     int k = 0;
-    if (bytes >= EVICT_MIN) {
+    if (bytes >= MAP_MIN) {
         while (k < ncache && live_bytes + cached_bytes + bytes > held_mark) {
             cached_bytes -= cache[k].bytes;
-            free(cache[k++].p);
+            block_free(cache[k].p, cache[k].bytes);
+            k++;
         }
         if (k > 0) {
             memmove(cache, cache + k, (size_t)(ncache - k) * sizeof cache[0]);
             ncache -= k;
         }
     }
-    void *p = aligned_alloc(64, bytes);
+    void *p = block_alloc(bytes);
     if (!p && ncache > 0) {
         nr_storage_trim();
-        p = aligned_alloc(64, bytes);
+        p = block_alloc(bytes);
     }
     if (p && live_bytes + cached_bytes + bytes > held_mark)
         held_mark = live_bytes + cached_bytes + bytes;
@@ -93,12 +135,12 @@ static void block_put(void *p, size_t bytes) {
         ncache++;
         cached_bytes += bytes;
     } else {
-        free(p);
+        block_free(p, bytes);
     }
 }
 
 void nr_storage_trim(void) {
-    for (int i = 0; i < ncache; i++) free(cache[i].p);
+    for (int i = 0; i < ncache; i++) block_free(cache[i].p, cache[i].bytes);
     ncache = 0;
     cached_bytes = 0;
 }
@@ -113,11 +155,11 @@ nr_storage *nr_storage_new(size_t nfloat) {
         nr_seterror(NR_ENOMEM, "tensor of %zu elements is too large", nfloat);
         return NULL;
     }
-    size_t bytes = (nfloat * sizeof(float) + 63) & ~(size_t)63;
+    size_t bytes = block_size((nfloat * sizeof(float) + 63) & ~(size_t)63);
     if (bytes == 0) bytes = 64;
     nr_storage *s = malloc(sizeof *s);
     if (!s) goto oom;
-    s->data = block_get(bytes);
+    s->data = block_get(&bytes);
     if (!s->data) { free(s); goto oom; }
     s->bytes = bytes;
     s->refcount = 1;

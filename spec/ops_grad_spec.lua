@@ -28,6 +28,7 @@ local cases = {
   {"div broadcast", function(a, b) return a / b end, {{2, 3}, "pos:1,3"}},
   {"neg", function(a) return -a end, {{5}}},
   {"relu", F.relu, {"kink:4,5"}},
+  {"relu6", function(a) return F.relu6(F.scale(a, 4)) end, {"kink:4,5"}}, -- values in +-[0.8, 4.8]
   {"sigmoid", F.sigmoid, {{4, 5}}},
   {"tanh", F.tanh, {{4, 5}}},
   {"exp", F.exp, {{4, 5}}},

@@ -186,9 +186,9 @@ local function leaf(name, fwd)
   return cls
 end
 
---- min(max(x, 0), 6), as relu(x) - relu(x - 6).
+--- min(max(x, 0), 6) (one op: F.relu6).
 local function relu6(x)
-  return F.relu(x) - F.relu(F.scale(x, 1, -6))
+  return F.relu6(x)
 end
 M.relu6 = relu6
 

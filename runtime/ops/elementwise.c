@@ -337,6 +337,9 @@ static void un_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     case U_BASE + NR_U_LOG: for (int64_t i = i0; i < i1; i++) y[i] = logf(x[i]); break;
     case U_BASE + NR_U_SQRT: for (int64_t i = i0; i < i1; i++) y[i] = sqrtf(x[i]); break;
     case U_BASE + NR_U_ABS: for (int64_t i = i0; i < i1; i++) y[i] = fabsf(x[i]); break;
+    case U_BASE + NR_U_RELU6:
+        for (int64_t i = i0; i < i1; i++) y[i] = x[i] > 6 ? 6 : x[i] > 0 ? x[i] : 0;
+        break;
     }
 }
 
@@ -364,6 +367,7 @@ static void unb_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     case U_BASE + NR_U_LOG: for (int64_t i = i0; i < i1; i++) gx[i] += g[i] / x[i]; break;
     case U_BASE + NR_U_SQRT: for (int64_t i = i0; i < i1; i++) gx[i] += g[i] * 0.5f / y[i]; break;
     case U_BASE + NR_U_ABS: for (int64_t i = i0; i < i1; i++) gx[i] += x[i] > 0 ? g[i] : x[i] < 0 ? -g[i] : 0; break;
+    case U_BASE + NR_U_RELU6: for (int64_t i = i0; i < i1; i++) gx[i] += y[i] > 0 && y[i] < 6 ? g[i] : 0; break;
     }
 }
 
@@ -377,7 +381,7 @@ static nr_status un_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) {
 }
 
 static const char *un_names[] = {"affine", "rdiv", "pow", "neg", "relu", "sigmoid",
-                                 "tanh", "exp", "log", "sqrt", "abs"};
+                                 "tanh", "exp", "log", "sqrt", "abs", "relu6"};
 
 static nr_status unary(nr_tensor **out, const nr_tensor *a, int kind, float s, float c) {
     *out = NULL;
@@ -403,7 +407,8 @@ static nr_status unary(nr_tensor **out, const nr_tensor *a, int kind, float s, f
         /* backward of these reads only the output (or nothing) */
         int y_only = kind == 0 || kind == U_BASE + NR_U_NEG || kind == U_BASE + NR_U_RELU ||
                      kind == U_BASE + NR_U_SIGMOID || kind == U_BASE + NR_U_TANH ||
-                     kind == U_BASE + NR_U_EXP || kind == U_BASE + NR_U_SQRT;
+                     kind == U_BASE + NR_U_EXP || kind == U_BASE + NR_U_SQRT ||
+                     kind == U_BASE + NR_U_RELU6;
         if (y_only && (n->saved[0] || !need_y)) nr_forget_input(n, 0);
     }
     nr_tensor_release(x);
@@ -416,7 +421,7 @@ nr_status nr_rdiv_scalar(nr_tensor **o, const nr_tensor *a, float s) { return un
 nr_status nr_pow_scalar(nr_tensor **o, const nr_tensor *a, float e) { return unary(o, a, 2, e, 0); }
 
 nr_status nr_unary_op(nr_tensor **o, const nr_tensor *a, nr_unary op) {
-    if ((int)op < 0 || op > NR_U_ABS) return nr_seterror(NR_EUSAGE, "unary: bad op %d", (int)op);
+    if ((int)op < 0 || op > NR_U_RELU6) return nr_seterror(NR_EUSAGE, "unary: bad op %d", (int)op);
     return unary(o, a, U_BASE + (int)op, 0, 0);
 }
 

@@ -142,8 +142,15 @@ oom:
     return nr_seterror(NR_ENOMEM, "backward: out of memory sorting the graph");
 }
 
-static nr_tensor *ensure_acc(nr_tensor **slot, const nr_tensor *like) {
-    if (!*slot) *slot = nr_tensor_zeros(like->ndim, like->ne);
+/* The gradient accumulator of an input: created zeroed, or uninitialised
+   when the op writes it on its first contribution (write != 0, and *fresh
+   then says so), which saves a zero fill and a read of every element. */
+static nr_tensor *ensure_acc(nr_tensor **slot, const nr_tensor *like, int write, int *fresh) {
+    *fresh = 0;
+    if (!*slot) {
+        *slot = write ? nr_tensor_empty(like->ndim, like->ne) : nr_tensor_zeros(like->ndim, like->ne);
+        *fresh = write;
+    }
     return *slot;
 }
 
@@ -162,7 +169,8 @@ nr_status nr_backward(nr_tensor *root, const nr_tensor *gout) {
     nr_tensor *seed = gout ? nr_tensor_clone(gout) : nr_tensor_full(root->ndim, root->ne, 1.0f);
     if (!seed) return NR_ENOMEM;
     if (!root->node) { /* a leaf */
-        nr_tensor *g = ensure_acc(&root->grad, root);
+        int fresh;
+        nr_tensor *g = ensure_acc(&root->grad, root, 0, &fresh);
         if (!g) {
             nr_tensor_release(seed);
             return NR_ENOMEM;
@@ -190,15 +198,18 @@ nr_status nr_backward(nr_tensor *root, const nr_tensor *gout) {
         nr_node *n = order.v[k];
         if (st == NR_OK && n->gout && n->bwd) {
             nr_tensor *gin[NR_MAXIN] = {0};
+            n->fresh = 0;
             for (int i = 0; i < n->n_in; i++) {
                 nr_tensor *t = n->in[i];
                 if (!nr_needs_grad(t)) continue;
+                int write = (n->writes >> i) & 1, fresh;
                 if (t->node) {
                     if (!t->node->bwd) continue; /* already consumed elsewhere */
-                    gin[i] = ensure_acc(&t->node->gout, t);
+                    gin[i] = ensure_acc(&t->node->gout, t, write, &fresh);
                 } else {
-                    gin[i] = ensure_acc(&t->grad, t);
+                    gin[i] = ensure_acc(&t->grad, t, write, &fresh);
                 }
+                n->fresh |= (unsigned)fresh << i;
                 if (!gin[i]) {
                     st = NR_ENOMEM;
                     break;

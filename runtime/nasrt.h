@@ -186,7 +186,9 @@ typedef union {
 
 struct nr_node;
 /* Adds d(loss)/d(in[i]) into gin[i] (contiguous, shape of in[i]); gin[i] is
-   NULL when input i needs no gradient.  Never overwrites: accumulates. */
+   NULL when input i needs no gradient.  Accumulates, except into a gin[i]
+   whose bit is set in n->fresh: that one is uninitialised and must be
+   written whole (only for inputs whose bit the op set in n->writes). */
 typedef nr_status (*nr_bwd_fn)(struct nr_node *n, const nr_tensor *gout,
                                nr_tensor *const *gin);
 
@@ -203,6 +205,8 @@ typedef struct nr_node {
     int64_t out_ne[NR_MAXDIM];
     nr_tensor *gout;               /* gradient accumulator during backward */
     int mark;                      /* traversal scratch */
+    unsigned writes;               /* inputs whose fresh gradient bwd writes (bit i) */
+    unsigned fresh;                /* set by nr_backward: gin[i] is new, write it */
 } nr_node;
 
 /* Grad mode (thread-local; on by default). Returns the previous mode. */

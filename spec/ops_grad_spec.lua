@@ -101,6 +101,18 @@ for _, c in ipairs({
     {c.x, c.w, {c.w[1]}}}
 end
 
+-- an input feeding two convs: the first backward writes its gradient, the
+-- second adds (each engine: depthwise, direct, 1x1 GEMM, strided 1x1)
+for _, c in ipairs({
+  {"depthwise", {2, 4, 6, 6}, {4, 1, 3, 3}, {padding = 1, groups = 4}},
+  {"direct 3x3", {2, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1}},
+  {"1x1", {2, 4, 5, 5}, {3, 4, 1, 1}, {}},
+  {"1x1 s2", {2, 4, 6, 6}, {3, 4, 1, 1}, {stride = 2}},
+}) do
+  cases[#cases + 1] = {"conv2d twice on one input, " .. c[1], function(x, w)
+    return F.add(F.conv2d(x, w, nil, c[4]), F.scale(F.conv2d(x, w, nil, c[4]), -0.5)) end, {c[2], c[3]}}
+end
+
 -- relu -> depthwise -> 1x1 in one op (backward recomputes the depthwise output)
 for _, c in ipairs({
   {"sep_conv2d relu 3x3", {"kink:2,4,6,6", {4, 1, 3, 3}, {5, 4, 1, 1}}, {padding = 1, relu = true}},

@@ -193,6 +193,7 @@ typedef struct {
     float *part;      /* nblk x Co*Kd, or NULL (no dW) */
     int64_t nblk, R, nch;
     size_t colsz;
+    int gx_fresh;     /* gx is uninitialised: write it */
 } bwd_job;
 
 static void bwd_dense_task(void *ctx, int64_t b0, int64_t b1, int ith) {
@@ -213,6 +214,7 @@ static void bwd_dense_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                 const float *xg = J->x + (n * s->C + g * s->Cg) * HW;
                 const float *wg = J->w + g * s->Cog * s->Kd;
                 float *gxg = J->gx ? J->gx + (n * s->C + g * s->Cg) * HW : NULL;
+                if (gxg && J->gx_fresh && !pw1) memset(gxg, 0, (size_t)(s->Cg * HW) * sizeof(float));
                 for (int64_t ch = 0; ch < J->nch; ch++) {
                     int64_t oh0 = ch * J->R, oh1 = oh0 + J->R < s->OH ? oh0 + J->R : s->OH;
                     int64_t npix = (oh1 - oh0) * s->OW;
@@ -234,8 +236,8 @@ static void bwd_dense_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                     }
                     if (gxg) {
                         if (pw1) {
-                            nr_gemm(1, 0, s->Cg, npix, s->Cog, 1.0f, wg, s->Kd, gyb, OHW, 1.0f,
-                                    gxg + oh0 * s->OW, HW);
+                            nr_gemm(1, 0, s->Cg, npix, s->Cog, 1.0f, wg, s->Kd, gyb, OHW,
+                                    J->gx_fresh ? 0.0f : 1.0f, gxg + oh0 * s->OW, HW);
                         } else {
                             nr_gemm(1, 0, s->Kd, npix, s->Cog, 1.0f, wg, s->Kd, gyb, OHW, 0.0f,
                                     dcol, npix);
@@ -684,6 +686,7 @@ typedef struct {
     double *part;        /* backward: nblk x Co*kk dW partials */
     int64_t nblk;
     int relu;            /* the conv reads relu(x) (sep_conv2d) */
+    int gx_fresh;        /* backward: gx is uninitialised, write it */
 } dw_job;
 
 /* relu of a padded buffer in place (its zero padding stays zero) */
@@ -760,12 +763,16 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                     if (part) dw_wgrad(g, P, G, ldg, part + co * kk);
                     if (gx) {
                         if (pl->gather)
-                            dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W, 1);
+                            dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W,
+                                    !(J->gx_fresh && mi == 0));
                         else
                             dw_pgather(g, pg, D, Gp, J->w + co * kk, mi > 0);
                     }
                 }
-                if (gx && !pl->gather) dwp_unfill_add(g, D, gx, s->W);
+                if (gx && !pl->gather) {
+                    if (J->gx_fresh) memset(gx, 0, (size_t)HW * sizeof(float));
+                    dwp_unfill_add(g, D, gx, s->W);
+                }
             }
         }
     }
@@ -1599,7 +1606,7 @@ static nr_status conv_fwd(const cshape *sp, const float *xd, const float *wd, co
         size_t scr = pl.f.psz;
         st = prealloc_scratch(scr);
         if (st == NR_OK) {
-            dw_job J = {&s, &pl, xd, wd, bd, NULL, yd, NULL, NULL, scr, NULL, NULL, 0, relu};
+            dw_job J = {&s, &pl, xd, wd, bd, NULL, yd, NULL, NULL, scr, NULL, NULL, 0, relu, 0};
             nr_parallel_for(s.N * s.C, 1, dw_fwd_task, &J);
         }
         free(pl.offs);
@@ -1640,6 +1647,14 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
     nr_status st = NR_OK;
     float *gx = gin[0] ? nr_data(gin[0]) : NULL;
     float *gw = gin[1] ? nr_data(gin[1]) : NULL;
+    /* a fresh dx is written by the engines that can (1x1 GEMM, stride-1
+       depthwise), zeroed here for the others */
+    int gx_fresh = gx && (nd->fresh & 1);
+    if (gx_fresh && s.N > 0 && !is_depthwise(&s) && use_direct(&s)) {
+        memset(gx, 0, (size_t)nr_numel(x) * sizeof(float));
+        gx_fresh = 0;
+    }
+    if (gx_fresh && s.N == 0) memset(gx, 0, (size_t)nr_numel(x) * sizeof(float));
     if (s.N > 0 && (gx || gw)) {
         if (is_depthwise(&s)) {
             dwplan pl;
@@ -1659,7 +1674,7 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
                 for (int64_t co = 0; co < s.Co; co++)
                     for (int64_t t = 0; t < kk; t++) wflip[co * kk + t] = wd[co * kk + kk - 1 - t];
                 dw_job J = {&s, &pl, nr_data(x), wd, NULL, gy, NULL, gx, gw, scr,
-                            wflip, part, nblk, (int)nd->p.i[7]};
+                            wflip, part, nblk, (int)nd->p.i[7], gx_fresh};
                 nr_parallel_for(nblk, 1, dw_bwd_task, &J);
                 if (gw) {
                     dwred_job RJ = {part, gw, nblk, s.Co * kk};
@@ -1714,7 +1729,7 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
                     goto done;
                 }
             }
-            bwd_job J = {&s, nr_data(x), nr_data(w), gy, gx, part, nblk, R, nch, colsz};
+            bwd_job J = {&s, nr_data(x), nr_data(w), gy, gx, part, nblk, R, nch, colsz, gx_fresh};
             nr_parallel_for(nblk, 1, bwd_dense_task, &J);
             if (part) {
                 red_job RJ = {part, gw, nblk, s.Co * s.Kd};
@@ -1826,7 +1841,10 @@ nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
         st = conv_fwd(&s, nr_data(xc), nr_data(wc), bc ? nr_data(bc) : NULL, nr_data(y), 0);
     if (st != NR_OK) goto done;
     nr_node *nd = nr_record(y, "conv2d", conv_bwd, 3, (nr_tensor *[]){xc, wc, bc});
-    if (nd) nd->p = tmp.p;
+    if (nd) {
+        nd->p = tmp.p;
+        nd->writes = 1; /* dx */
+    }
 done:
     nr_tensor_release(xc);
     nr_tensor_release(wc);
@@ -1866,8 +1884,9 @@ static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *g
     pw_shape(&sd, wp->ne[0], &np, &sp);
     int64_t tne[4] = {sd.N, sd.Co, sd.OH, sd.OW};
     nr_tensor *t = nr_tensor_empty(4, tne);
-    nr_tensor *gt = (gin[0] || gin[1]) ? nr_tensor_zeros(4, tne) : NULL;
-    nr_tensor *gr = relu && gin[0] ? nr_tensor_zeros_like(x) : NULL;
+    /* gt and gr are written whole by the conv backwards (fresh) */
+    nr_tensor *gt = (gin[0] || gin[1]) ? nr_tensor_empty(4, tne) : NULL;
+    nr_tensor *gr = relu && gin[0] ? nr_tensor_empty_like(x) : NULL;
     nr_status st = NR_OK;
     if (!t || ((gin[0] || gin[1]) && !gt) || (relu && gin[0] && !gr)) {
         st = NR_ENOMEM;
@@ -1877,15 +1896,21 @@ static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *g
     if (st != NR_OK) goto done;
     np.in[0] = t;
     np.in[1] = (nr_tensor *)wp;
+    np.fresh = 1;
     st = conv_bwd(&np, gout, (nr_tensor *[]){gt, gin[2], NULL});
     nr_tensor_release(t);
     t = NULL;
     if (st != NR_OK || !gt) goto done;
-    st = conv_bwd(nd, gt, (nr_tensor *[]){gr ? gr : gin[0], gin[1], NULL});
+    nr_node nd2 = *nd; /* the depthwise conv: dx into gr (fresh) or added to gin[0] */
+    nd2.fresh = gr ? 1 : 0;
+    st = conv_bwd(&nd2, gt, (nr_tensor *[]){gr ? gr : gin[0], gin[1], NULL});
     if (st == NR_OK && gr) {
         const float *xd = nr_data(x), *g = nr_data(gr);
         float *d = nr_data(gin[0]);
-        for (int64_t i = 0, n = nr_numel(x); i < n; i++) d[i] += xd[i] > 0.0f ? g[i] : 0.0f;
+        if (nd->fresh & 1)
+            for (int64_t i = 0, n = nr_numel(x); i < n; i++) d[i] = xd[i] > 0.0f ? g[i] : 0.0f;
+        else
+            for (int64_t i = 0, n = nr_numel(x); i < n; i++) d[i] += xd[i] > 0.0f ? g[i] : 0.0f;
     }
 done:
     nr_tensor_release(t);
@@ -1947,7 +1972,10 @@ nr_status nr_sep_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd
     st = conv_fwd(&sp, nr_data(t), nr_data(wpc), NULL, nr_data(y), 0);
     if (st != NR_OK) goto done;
     nr_node *nd = nr_record(y, "sep_conv2d", sep_bwd, 3, (nr_tensor *[]){xc, wdc, wpc});
-    if (nd) nd->p = tmp.p;
+    if (nd) {
+        nd->p = tmp.p;
+        nd->writes = relu ? 1 : 0; /* dx through the ReLU mask */
+    }
 done:
     nr_tensor_release(t);
     nr_tensor_release(xc);

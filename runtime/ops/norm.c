@@ -241,6 +241,7 @@ typedef struct {
     int64_t N, C, S;
     int training;
     int xhat;             /* x holds the normalised output, not the input */
+    int fresh;            /* gx is uninitialised: write it, do not add */
     const double *mean, *invstd;
     double *sg, *sgx;     /* [C] work */
     float *k1, *k2, *k3, *mf; /* [C] work */
@@ -271,11 +272,17 @@ static void bn_bwd_coef(bn_bwd *j, int64_t c, double sg, double sgx) {
 }
 
 static inline void bn_dx(float *dp, const float *gp, const float *xp, int64_t S, float k1,
-                         float k2, float k3, float m) {
-    if (k2 == 0 && k3 == 0)
+                         float k2, float k3, float m, int fresh) {
+    if (fresh) {
+        if (k2 == 0 && k3 == 0)
+            for (int64_t i = 0; i < S; i++) dp[i] = k1 * gp[i];
+        else
+            for (int64_t i = 0; i < S; i++) dp[i] = k1 * gp[i] + k2 * (xp[i] - m) + k3;
+    } else if (k2 == 0 && k3 == 0) {
         for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i];
-    else
+    } else {
         for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i] + k2 * (xp[i] - m) + k3;
+    }
 }
 
 static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
@@ -292,7 +299,8 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             if (!j->gx) continue;
             for (int64_t n = 0; n < N; n++) {
                 int64_t o = n * CS + c * S;
-                bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
+                bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c],
+                      j->fresh);
             }
         }
         return;
@@ -319,10 +327,12 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         float *db = j->gx + n * CS;
         if (S == 1)
             for (int64_t c = c0; c < c1; c++)
-                db[c] += j->k1[c] * gb[c] + j->k2[c] * (xb[c] - j->mf[c]) + j->k3[c];
+                db[c] = (j->fresh ? 0.0f : db[c]) + j->k1[c] * gb[c] +
+                        j->k2[c] * (xb[c] - j->mf[c]) + j->k3[c];
         else
             for (int64_t c = c0; c < c1; c++)
-                bn_dx(db + c * S, gb + c * S, xb + c * S, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
+                bn_dx(db + c * S, gb + c * S, xb + c * S, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c],
+                      j->fresh);
     }
 }
 
@@ -352,6 +362,7 @@ static nr_status bn_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *cons
         .gw = gin[1] ? nr_data(gin[1]) : NULL,
         .gb = gin[2] ? nr_data(gin[2]) : NULL,
         .N = N, .C = C, .S = S, .training = (int)nd->p.i[0], .xhat = xhat,
+        .fresh = (int)(nd->fresh & 1),
         .mean = xhat ? stats + 2 * C : stats, .invstd = stats + C, /* xhat: zero means */
         .sg = (double *)work, .sgx = (double *)work + C,
     };
@@ -435,6 +446,7 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
     nr_tensor *in[3] = {xc, (nr_tensor *)weight, (nr_tensor *)bias};
     nr_node *nd = nr_record(y, "batch_norm", bn_backward, 3, in);
     if (nd) {
+        nd->writes = 1; /* dx */
         nd->p.i[0] = j.training;
         nd->extra = stats; /* mean[C], invstd[C], zeros[C] */
         if (!weight && !bias && j.training) {

@@ -478,6 +478,77 @@ static void avg_bwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     }
 }
 
+/* Backward at stride 1 as a gather: dx is the box sum of g / div, zero-
+   padded by k - 1 - p, i.e. the forward kernel run on the transposed
+   problem t (input OH x OW, output H x W): every dx element is written once
+   (no read-modify-write of a scatter), and written rather than added when
+   the accumulator is fresh. */
+typedef struct {
+    const pshape *s, *t;
+    const ppad *g;       /* t's padded geometry */
+    const float *gy, *rowf, *colf;
+    float *gx;
+    int fresh;
+} agjob;
+
+static void avg_bwd_gather_task(void *ctx, int64_t p0, int64_t p1, int ith) {
+    const agjob *J = ctx;
+    const pshape *s = J->s, *t = J->t;
+    const ppad *g = J->g;
+    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, kk = s->kh * s->kw;
+    float *P = nr_scratch(ith, g->psz + (size_t)(OH * OW));
+    float *G = P + g->psz;
+    memset(P, 0, g->psz * sizeof(float));
+    for (int64_t pl = p0; pl < p1; pl++) {
+        const float *gy = J->gy + pl * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float rf = J->rowf[oh];
+            for (int64_t ow = 0; ow < OW; ow++)
+                G[oh * OW + ow] = gy[oh * OW + ow] / (rf * J->colf[ow]);
+        }
+        ppad_fill(t, g, G, P);
+        float *gx = J->gx + pl * H * W;
+        for (int64_t ih = 0; ih < H; ih++) {
+            const float *row = P + ih * g->rs;
+            float *d = gx + ih * W;
+            for (int64_t ob = 0; ob < W; ob += VL) {
+                vf16 acc = {0};
+                for (int64_t k = 0; k < kk; k++) acc += VLD(row + g->toff[k] + ob);
+                if (J->fresh) {
+                    vstore_n(d + ob, acc, W - ob);
+                } else if (W - ob >= VL) {
+                    VST(d + ob, VLD(d + ob) + acc);
+                } else {
+                    for (int64_t l = 0; l < W - ob; l++) d[ob + l] += acc[l];
+                }
+            }
+        }
+    }
+}
+
+static nr_status avg_bwd_gather(const pshape *s, const float *gy, float *gx, int fresh) {
+    pshape t = *s;
+    t.H = s->OH, t.W = s->OW, t.OH = s->H, t.OW = s->W;
+    t.ph = s->kh - 1 - s->ph, t.pw = s->kw - 1 - s->pw;
+    ppad g, go;
+    if (!ppad_init(&t, &g)) return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    if (!ppad_init(s, &go)) {
+        free(g.toff);
+        return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    }
+    float *f = avg_factors(s, go.OWr);
+    nr_status st = f ? prealloc_scratch(g.psz + (size_t)(s->OH * s->OW), "avg_pool2d")
+                     : nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    if (st == NR_OK) {
+        agjob J = {s, &t, &g, gy, f, f + s->OH, gx, fresh};
+        nr_parallel_for(s->P, plane_grain(s->H * s->W), avg_bwd_gather_task, &J);
+    }
+    free(f);
+    free(g.toff);
+    free(go.toff);
+    return st;
+}
+
 static nr_status avg_run(const pshape *s, const float *x, const float *gy, float *y, float *gx) {
     ppad g;
     if (!ppad_init(s, &g)) return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
@@ -502,7 +573,13 @@ static nr_status avg_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gi
         if (!(gc = nr_tensor_clone(gout))) return NR_ENOMEM;
         gout = gc;
     }
-    nr_status st = avg_run(&s, NULL, nr_data(gout), NULL, nr_data(gin[0]));
+    nr_status st;
+    if (s.sh == 1 && s.sw == 1) {
+        st = avg_bwd_gather(&s, nr_data(gout), nr_data(gin[0]), (int)(n->fresh & 1));
+    } else {
+        if (n->fresh & 1) memset(nr_data(gin[0]), 0, (size_t)nr_numel(gin[0]) * sizeof(float));
+        st = avg_run(&s, NULL, nr_data(gout), NULL, nr_data(gin[0]));
+    }
     nr_tensor_release(gc);
     return st;
 }
@@ -528,6 +605,7 @@ nr_status nr_avg_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
     nr_node *n = nr_record(y, "avg_pool2d", avg_bwd, 1, &xc);
     if (n) {
         store_params(n, &s);
+        n->writes = 1;
         nr_forget_input(n, 0); /* backward needs the shape only */
     }
     nr_tensor_release(xc);

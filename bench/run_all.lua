@@ -4,8 +4,8 @@
 -- interleaved (nasrt, torch, nasrt at 1 thread), and one table of medians:
 --   ms/step of each and their ratio, peak RSS of each and their ratio,
 --   the GFLOP/s nasrt achieves (6 x forward MACs of convs and linears per
---   step) and its fraction of the sgemm rate measured here, and the
---   speed-up of N threads over 1.
+--   step) and its share of the sgemm rate (1024^3 through F.matmul,
+--   measured right before each row), and the speed-up of N threads over 1.
 -- The load average is printed before and after: on a busy machine the
 -- absolute times mean little, the ratios of one run somewhat more.
 --   ./build/nasrt bench/run_all.lua [--threads 2] [--reps 3] [--steps 2]
@@ -107,14 +107,14 @@ print("load average before: " .. loadavg())
 if o.ops then
   os.execute(("lua5.4 %s/compare_ops.lua --threads %d"):format(here, o.threads))
 end
-local peak = sgemm_rate(o.threads)
-print(("sgemm 1024^3 through nasrt: %.1f GFLOP/s at %d threads"):format(peak, o.threads))
 
 local rows = {}
 for _, w in ipairs(W) do
   local name, ncmd, tcmd, scale = w[1], w[2], w[3], w[4]
   if next(only) == nil or only[name] then
     local steps = (" --steps %d --warmup %d"):format(o.steps * scale, o.warmup * scale)
+    -- the sgemm rate right before the row: the load drifts during a run
+    local peak = sgemm_rate(o.threads)
     local res = { n = {}, t = {}, n1 = {} }
     local have_torch = tcmd and exists(tcmd)
     for _ = 1, o.reps do
@@ -129,7 +129,7 @@ for _, w in ipairs(W) do
     rows[#rows + 1] = {
       name = name, ms = median(res.n, "ms"), rss = median(res.n, "rss"),
       gflop = median(res.n, "gflop"), tms = median(res.t, "ms"), trss = median(res.t, "rss"),
-      ms1 = median(res.n1, "ms"),
+      ms1 = median(res.n1, "ms"), peak = peak,
     }
     io.stderr:write(("  %s done (load %s)\n"):format(name, loadavg()))
   end
@@ -138,15 +138,15 @@ end
 local function f(fmt, v) return v and fmt:format(v) or "-" end
 local function div(a, b) return (a and b and b > 0) and a / b or nil end
 print()
-print(("%-12s %10s %10s %6s | %7s %7s %6s | %7s %6s | %8s %6s"):format("workload",
-  "nasrt ms", "torch ms", "ratio", "RSS MB", "torch", "ratio", "GFLOP/s", "sgemm",
+print(("%-12s %10s %10s %6s | %7s %7s %6s | %7s %7s %6s | %8s %6s"):format("workload",
+  "nasrt ms", "torch ms", "ratio", "RSS MB", "torch", "ratio", "GFLOP/s", "sgemm", "share",
   "1T ms", ("%dT/1T"):format(o.threads)))
 for _, r in ipairs(rows) do
   local gfs = r.gflop and r.ms and r.gflop / (r.ms / 1e3)
-  print(("%-12s %10s %10s %6s | %7s %7s %6s | %7s %6s | %8s %6s"):format(r.name,
+  print(("%-12s %10s %10s %6s | %7s %7s %6s | %7s %7s %6s | %8s %6s"):format(r.name,
     f("%.1f", r.ms), f("%.1f", r.tms), f("%.3f", div(r.ms, r.tms)),
     f("%.0f", r.rss), f("%.0f", r.trss), f("%.3f", div(r.rss, r.trss)),
-    f("%.1f", gfs), f("%.0f%%", gfs and 100 * gfs / peak),
+    f("%.1f", gfs), f("%.1f", r.peak), f("%.0f%%", gfs and 100 * gfs / r.peak),
     f("%.1f", r.ms1), f("%.2fx", div(r.ms1, r.ms))))
 end
 print("load average after: " .. loadavg())

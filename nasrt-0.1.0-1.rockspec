@@ -14,6 +14,7 @@ source = {
 }
 description = {
   summary = "A Lua-scriptable runtime for neural architecture search on the CPU",
+  license = "MIT",
   detailed = [[
 A C11 core (tensors, autograd, convolutions, batch norm, data loaders,
 checkpoints, samplers) exposed to Lua 5.4, with the Lua library nasrt.nn,

@@ -6,7 +6,8 @@
 --   ./build/nasrt bench/darts_step.lua [--steps 5] [--warmup 1] [--threads 2]
 --                                      [--batch 64] [--layers 8] [--C 16]
 --                                      [--workload darts|agnas]
--- Prints: darts_step_ms X  steps_per_s Y  peak_rss_mb Z  (agnas_step_ms ...)
+-- Prints: darts_step_ms X  steps_per_s Y  peak_rss_mb Z  gflop_per_step G
+-- (agnas_step_ms ...)
 local nasrt = require "nasrt"
 local nn, optim, F = nasrt.nn, nasrt.optim, nasrt.F
 
@@ -30,11 +31,12 @@ end
 local xt, yt = nasrt.randn({ o.batch, 1, 28, 28 }), labels(o.batch, 1)
 local xv, yv = nasrt.randn({ o.batch, 1, 28, 28 }), labels(o.batch, 3)
 
-local step
+local step, macs
 if o.workload == "darts" then
   local net = nasrt.supernet.darts { C = o.C, layers = o.layers, in_channels = 1, classes = 10 }
   local wopt = optim.SGD(net:parameters(), { lr = 0.025, momentum = 0.9, weight_decay = 3e-4 })
   local aopt = optim.Adam(net:arch_parameters(), { lr = 3e-4, betas = { 0.5, 0.999 }, weight_decay = 1e-3 })
+  macs = 2 * o.batch * net:macs { 1, 1, 28, 28 } -- two batches per step
   step = function()
     aopt:zero_grad(); F.cross_entropy(net(xv), yv):backward(); aopt:step()
     wopt:zero_grad(); F.cross_entropy(net(xt), yt):backward()
@@ -42,6 +44,7 @@ if o.workload == "darts" then
   end
 elseif o.workload == "agnas" then
   local net = nasrt.supernet.agnas { C = o.C, layers = o.layers, in_channels = 1, classes = 10 }
+  macs = o.batch * net:macs { 1, 1, 28, 28 }
   local wopt = optim.SGD(net:parameters(), { lr = 0.025, momentum = 0.9, weight_decay = 3e-4 })
   step = function()
     wopt:zero_grad(); F.cross_entropy(net(xt), yt):backward()
@@ -62,4 +65,6 @@ for line in io.lines("/proc/self/status") do
   if v then rss = tonumber(v) / 1024 end
 end
 print(("nasrt %s threads=%d batch=%d layers=%d C=%d"):format(nasrt.version, o.threads, o.batch, o.layers, o.C))
-print(("%s_step_ms %.1f  steps_per_s %.3f  peak_rss_mb %.0f"):format(o.workload, dt * 1e3, 1 / dt, rss))
+-- step FLOPs: 6 x the forward multiply-adds of convs and linears
+print(("%s_step_ms %.1f  steps_per_s %.3f  peak_rss_mb %.0f  gflop_per_step %.1f"):format(
+  o.workload, dt * 1e3, 1 / dt, rss, 6 * macs / 1e9))

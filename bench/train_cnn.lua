@@ -39,4 +39,7 @@ for line in io.lines("/proc/self/status") do
   local v = line:match("^VmHWM:%s+(%d+)")
   if v then rss = tonumber(v) / 1024 end
 end
-print(("train_cnn_step_ms %.2f  img_per_s %.0f  peak_rss_mb %.0f"):format(dt * 1e3, o.batch / dt, rss))
+-- step FLOPs: 6 x the forward multiply-adds of convs and linears
+local gflop = 6 * net:macs { o.batch, 1, 28, 28 } / 1e9
+print(("train_cnn_step_ms %.2f  img_per_s %.0f  peak_rss_mb %.0f  gflop_per_step %.3f"):format(
+  dt * 1e3, o.batch / dt, rss, gflop))

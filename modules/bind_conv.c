@@ -55,6 +55,36 @@ static int l_conv2d(lua_State *L) {
     return 1;
 }
 
+/* F.sep_conv2d(x, w_dw, w_pw, {stride=1, padding=0, dilation=1, relu=false}):
+   conv2d(conv2d(relu?(x), w_dw, nil, {groups=C, ...}), w_pw) in one op that
+   saves only x (backward recomputes the depthwise output). */
+static int l_sep_conv2d(lua_State *L) {
+    static const char *const opts[] = {"stride", "padding", "dilation", "relu", NULL};
+    nr_tensor *x = nrL_checktensor(L, 1);
+    nr_tensor *wd = nrL_checktensor(L, 2);
+    nr_tensor *wp = nrL_checktensor(L, 3);
+    nrL_checkopts(L, 4, "sep_conv2d", opts);
+    nr_conv_params p;
+    nrL_optpair_field(L, 4, "stride", 1, p.stride, "sep_conv2d");
+    nrL_optpair_field(L, 4, "padding", 0, p.padding, "sep_conv2d");
+    nrL_optpair_field(L, 4, "dilation", 1, p.dilation, "sep_conv2d");
+    p.groups = x->ndim == 4 ? x->ne[1] : 1;
+    int relu = 0;
+    if (lua_istable(L, 4)) {
+        lua_getfield(L, 4, "relu");
+        if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+            return luaL_error(L, "sep_conv2d: option relu must be a boolean, got %s",
+                              luaL_typename(L, -1));
+        relu = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    nr_tensor *out = NULL;
+    nr_status st = nr_sep_conv2d(&out, x, wd, wp, &p, relu);
+    if (st != NR_OK) return nrL_raise(L, st);
+    nrL_pushtensor(L, out);
+    return 1;
+}
+
 /* Pooling options: the second argument is the options table, or just the
    kernel size (a number or {h, w}).  stride defaults to the kernel. */
 static void pool_opts(lua_State *L, const char *fn, int avg, nr_pool_params *p) {
@@ -143,6 +173,7 @@ static int l_adaptive_avg_pool2d(lua_State *L) {
 
 static const luaL_Reg conv_funcs[] = {
     {"conv2d", l_conv2d},
+    {"sep_conv2d", l_sep_conv2d},
     {"max_pool2d", l_max_pool2d},
     {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d},

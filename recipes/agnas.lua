@@ -258,22 +258,7 @@ local function nb201_dot(genotype)
   return table.concat(L, "\n") .. "\n"
 end
 
---- Graphviz text of a macro path: stem -> chosen block per layer -> head.
-local function chain_dot(names)
-  local L = { "digraph {", "\tgraph [rankdir=LR]",
-    '\tnode [fontname=times fontsize=16 shape=rect style=filled fillcolor=lightblue]',
-    '\t"stem" [fillcolor=darkseagreen2]', '\t"head" [fillcolor=palegoldenrod]' }
-  local prev = "stem"
-  for l, name in ipairs(names) do
-    local id = ("L%d"):format(l)
-    L[#L + 1] = ('\t"%s" [label="%d: %s"]'):format(id, l, name)
-    L[#L + 1] = ('\t"%s" -> "%s"'):format(prev, id)
-    prev = id
-  end
-  L[#L + 1] = ('\t"%s" -> "head"'):format(prev)
-  L[#L + 1] = "}"
-  return table.concat(L, "\n") .. "\n"
-end
+local chain_dot = require("nasrt.plot").chain_dot  -- Graphviz text of a macro path
 
 --- Builds the space's supernet and a small adapter:
 -- S.net, S.forward(x) -> logits, S.collect(on), S.reset(), S.scores(),

@@ -7,6 +7,8 @@
 */
 #include "nasrt.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +73,22 @@ void nr_save(nr_node *n, int slot, nr_tensor *t) {
     n->saved[slot] = t;
 }
 
+void nr_forget_input(nr_node *n, int i) {
+    nr_tensor *t = n->in[i];
+    if (!t || !t->node || !t->storage) return; /* leaves keep their tensor: .grad lands there */
+    nr_tensor *h = calloc(1, sizeof *h);
+    if (!h) return; /* keeping the data is always correct */
+    h->refcount = 1;
+    h->ndim = t->ndim;
+    memcpy(h->ne, t->ne, sizeof h->ne);
+    memcpy(h->st, t->st, sizeof h->st);
+    h->node = t->node;
+    h->node->refcount++;
+    h->requires_grad = t->requires_grad;
+    n->in[i] = h;
+    nr_tensor_release(t);
+}
+
 /* --------------------------------------------------------------- backward */
 
 typedef struct {
@@ -124,8 +142,15 @@ oom:
     return nr_seterror(NR_ENOMEM, "backward: out of memory sorting the graph");
 }
 
-static nr_tensor *ensure_acc(nr_tensor **slot, const nr_tensor *like) {
-    if (!*slot) *slot = nr_tensor_zeros(like->ndim, like->ne);
+/* The gradient accumulator of an input: created zeroed, or uninitialised
+   when the op writes it on its first contribution (write != 0, and *fresh
+   then says so), which saves a zero fill and a read of every element. */
+static nr_tensor *ensure_acc(nr_tensor **slot, const nr_tensor *like, int write, int *fresh) {
+    *fresh = 0;
+    if (!*slot) {
+        *slot = write ? nr_tensor_empty(like->ndim, like->ne) : nr_tensor_zeros(like->ndim, like->ne);
+        *fresh = write;
+    }
     return *slot;
 }
 
@@ -144,7 +169,8 @@ nr_status nr_backward(nr_tensor *root, const nr_tensor *gout) {
     nr_tensor *seed = gout ? nr_tensor_clone(gout) : nr_tensor_full(root->ndim, root->ne, 1.0f);
     if (!seed) return NR_ENOMEM;
     if (!root->node) { /* a leaf */
-        nr_tensor *g = ensure_acc(&root->grad, root);
+        int fresh;
+        nr_tensor *g = ensure_acc(&root->grad, root, 0, &fresh);
         if (!g) {
             nr_tensor_release(seed);
             return NR_ENOMEM;
@@ -172,15 +198,18 @@ nr_status nr_backward(nr_tensor *root, const nr_tensor *gout) {
         nr_node *n = order.v[k];
         if (st == NR_OK && n->gout && n->bwd) {
             nr_tensor *gin[NR_MAXIN] = {0};
+            n->fresh = 0;
             for (int i = 0; i < n->n_in; i++) {
                 nr_tensor *t = n->in[i];
                 if (!nr_needs_grad(t)) continue;
+                int write = (n->writes >> i) & 1, fresh;
                 if (t->node) {
                     if (!t->node->bwd) continue; /* already consumed elsewhere */
-                    gin[i] = ensure_acc(&t->node->gout, t);
+                    gin[i] = ensure_acc(&t->node->gout, t, write, &fresh);
                 } else {
-                    gin[i] = ensure_acc(&t->grad, t);
+                    gin[i] = ensure_acc(&t->grad, t, write, &fresh);
                 }
+                n->fresh |= (unsigned)fresh << i;
                 if (!gin[i]) {
                     st = NR_ENOMEM;
                     break;
@@ -197,4 +226,71 @@ done:
     nr_tensor_release(seed);
     free(order.v);
     return st;
+}
+
+/* ------------------------------------------------------- tape accounting */
+
+/* Storages already counted, an open-addressing set of pointers. */
+typedef struct {
+    const void **v;
+    size_t cap, n;
+} ptrset;
+
+static int ptrset_add(ptrset *s, const void *p) {
+    if (2 * (s->n + 1) > s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 1024;
+        const void **v = calloc(cap, sizeof *v);
+        if (!v) return -1;
+        for (size_t i = 0; i < s->cap; i++) {
+            if (!s->v[i]) continue;
+            size_t h = ((uintptr_t)s->v[i] >> 6) & (cap - 1);
+            while (v[h]) h = (h + 1) & (cap - 1);
+            v[h] = s->v[i];
+        }
+        free(s->v);
+        s->v = v;
+        s->cap = cap;
+    }
+    size_t h = ((uintptr_t)p >> 6) & (s->cap - 1);
+    while (s->v[h]) {
+        if (s->v[h] == p) return 0;
+        h = (h + 1) & (s->cap - 1);
+    }
+    s->v[h] = p;
+    s->n++;
+    return 1;
+}
+
+static void count_storage(ptrset *seen, const nr_tensor *t, const char *what,
+                          nr_tape_fn fn, void *ud, size_t *total) {
+    if (!t || !t->storage || ptrset_add(seen, t->storage) != 1) return;
+    *total += t->storage->bytes;
+    if (fn) fn(ud, what, t->storage->bytes);
+}
+
+size_t nr_tape_memory(const nr_tensor *root, nr_tape_fn fn, void *ud) {
+    if (!root || !root->node) return 0;
+    nodevec order = {0};
+    if (topo(root->node, &order) != NR_OK) return 0;
+    ptrset seen = {0};
+    size_t total = 0;
+    for (size_t k = 0; k < order.n; k++) {
+        nr_node *n = order.v[k];
+        n->mark = 0;
+        char buf[96];
+        for (int i = 0; i < n->n_in; i++) {
+            const nr_tensor *t = n->in[i];
+            if (!t) continue;
+            const char *what = t->node ? t->node->name : t->requires_grad ? "parameter" : "input";
+            count_storage(&seen, t, what, fn, ud, &total);
+        }
+        for (int i = 0; i < NR_MAXSAVED; i++) {
+            snprintf(buf, sizeof buf, "saved by %s", n->name);
+            count_storage(&seen, n->saved[i], buf, fn, ud, &total);
+        }
+    }
+    for (size_t k = 0; k < order.n; k++) nr_node_release(order.v[k]);
+    free(order.v);
+    free(seen.v);
+    return total;
 }

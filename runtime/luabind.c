@@ -92,8 +92,13 @@ nr_tensor *nrL_opttensor(lua_State *L, int idx) {
     return nrL_checktensor(L, idx);
 }
 
-/* GC pressure: Lua sees 8 bytes per tensor; step the collector when many
-   tensor bytes were created since the last nudge. */
+/* GC pressure: Lua sees 8 bytes per tensor, so it would collect tensors a
+   script dropped at its own pace, which knows nothing of their storage.
+   After every 128 MB of tensors handed to Lua, a full collection frees the
+   unreachable ones: a few ms for a heap of a few MB, and unreferenced
+   tensors never hold more than ~128 MB (a DARTS step: peak RSS 2080 ->
+   1895 MB, and ~4x fewer fresh blocks for the storage cache to map than
+   with an incremental step of 4 MB every 256 MB). */
 static size_t bytes_since_gc = 0;
 
 void nrL_pushtensor(lua_State *L, nr_tensor *t) {
@@ -102,9 +107,9 @@ void nrL_pushtensor(lua_State *L, nr_tensor *t) {
     *box = t;
     luaL_setmetatable(L, NR_TENSOR_MT);
     bytes_since_gc += (size_t)nr_numel(t) * 4 + sizeof *t;
-    if (bytes_since_gc > ((size_t)256 << 20)) {
+    if (bytes_since_gc > ((size_t)128 << 20)) {
         bytes_since_gc = 0;
-        lua_gc(L, LUA_GCSTEP, 4096);
+        lua_gc(L, LUA_GCCOLLECT); /* t is on the stack: safe */
     }
 }
 

@@ -87,6 +87,8 @@ NR_API void nr_storage_release(nr_storage *s);
 /* Bytes held by all live storages of this process. */
 NR_API size_t nr_live_bytes(void);
 NR_API size_t nr_peak_bytes(void);
+/* Bytes of freed blocks the allocator keeps for reuse. */
+NR_API size_t nr_cached_bytes(void);
 NR_API void nr_reset_peak_bytes(void);
 /* Drops the allocator's cache of freed blocks (returns memory to the OS). */
 NR_API void nr_storage_trim(void);
@@ -191,7 +193,9 @@ typedef union {
 
 struct nr_node;
 /* Adds d(loss)/d(in[i]) into gin[i] (contiguous, shape of in[i]); gin[i] is
-   NULL when input i needs no gradient.  Never overwrites: accumulates. */
+   NULL when input i needs no gradient.  Accumulates, except into a gin[i]
+   whose bit is set in n->fresh: that one is uninitialised and must be
+   written whole (only for inputs whose bit the op set in n->writes). */
 typedef nr_status (*nr_bwd_fn)(struct nr_node *n, const nr_tensor *gout,
                                nr_tensor *const *gin);
 
@@ -208,6 +212,8 @@ typedef struct nr_node {
     int64_t out_ne[NR_MAXDIM];
     nr_tensor *gout;               /* gradient accumulator during backward */
     int mark;                      /* traversal scratch */
+    unsigned writes;               /* inputs whose fresh gradient bwd writes (bit i) */
+    unsigned fresh;                /* set by nr_backward: gin[i] is new, write it */
 } nr_node;
 
 /* Grad mode (thread-local; on by default). Returns the previous mode. */
@@ -224,12 +230,25 @@ NR_API nr_node *nr_record(nr_tensor *out, const char *name, nr_bwd_fn bwd,
                           int n_in, nr_tensor *const *in);
 /* Retains t into n->saved[slot]. */
 NR_API void nr_save(nr_node *n, int slot, nr_tensor *t);
+/* For ops whose backward needs only the shape of input i (pool, cat, ReLU
+   that saved its output, ...): replaces n->in[i] by a header with the same
+   shape and producer node but no storage, so the tape does not keep the
+   input's data alive on this op's account.  Leaves are kept as they are. */
+NR_API void nr_forget_input(nr_node *n, int i);
 /* A new header sharing out's storage, with no node: what a node may keep of
    its own output without making a reference cycle. +1 */
 NR_API nr_tensor *nr_alias(const nr_tensor *t);
 /* Backpropagates from root. gout may be NULL for a one-element root.
    Frees every visited node's saved state. */
 NR_API nr_status nr_backward(nr_tensor *root, const nr_tensor *gout);
+/* What the tape behind root keeps alive: calls fn(ud, what, bytes) once for
+   each distinct storage held by a node (an input or a saved tensor), where
+   `what` names the op that produced it ("conv2d", ...), "parameter",
+   "input", or "saved by <op>" for state an op saved of its own.  Returns
+   the total bytes.  fn may be NULL.  Memory an op keeps in its node's
+   `extra` is not counted. */
+typedef void (*nr_tape_fn)(void *ud, const char *what, size_t bytes);
+NR_API size_t nr_tape_memory(const nr_tensor *root, nr_tape_fn fn, void *ud);
 
 /* ---------------------------------------------------------------- ops */
 /* Every op: out is set to a new +1 tensor, inputs are borrowed.  Inputs may
@@ -249,7 +268,7 @@ NR_API nr_status nr_pow_scalar(nr_tensor **out, const nr_tensor *a, float e);
 
 typedef enum {
     NR_U_NEG, NR_U_RELU, NR_U_SIGMOID, NR_U_TANH, NR_U_EXP, NR_U_LOG,
-    NR_U_SQRT, NR_U_ABS
+    NR_U_SQRT, NR_U_ABS, NR_U_RELU6  /* relu6: min(max(x, 0), 6) */
 } nr_unary;
 NR_API nr_status nr_unary_op(nr_tensor **out, const nr_tensor *a, nr_unary op);
 
@@ -286,6 +305,13 @@ typedef struct {
 } nr_conv_params;
 NR_API nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
                            const nr_tensor *b, const nr_conv_params *p);
+
+/* relu(x) (when relu != 0) -> depthwise conv with wd [C,1,kh,kw] (stride,
+   padding, dilation of p; p->groups is ignored) -> 1x1 conv with wp
+   [Co,C,1,1]: DARTS' SepConv/DilConv body as one op.  Keeps only x and the
+   weights for backward, which recomputes the depthwise output. */
+NR_API nr_status nr_sep_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd,
+                               const nr_tensor *wp, const nr_conv_params *p, int relu);
 
 typedef struct {
     int64_t kernel[2], stride[2], padding[2];

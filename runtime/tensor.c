@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* --------------------------------------------------------------- errors */
@@ -40,28 +41,96 @@ void nr_abort_(const char *file, int line, const char *cond) {
 /* ------------------------------------------------------------ allocator */
 
 /* Freed blocks are kept per exact size (sizes repeat step after step) up to
-   a byte budget; anything above the budget goes back to the OS. */
+   a byte budget; anything above the budget goes back to the OS.  The cache
+   is a list in the order blocks were freed, and a request takes the newest
+   block of its size.  A request no cached block fits gets a fresh block,
+   but if live + cached bytes would then pass their high-water mark, the
+   oldest cached blocks are freed first to stay under it.  So the memory
+   held only grows when the cache is empty: its peak is the peak of live
+   bytes, not that plus cached blocks of sizes the step no longer asks for
+   (a DARTS step of C=16, batch 64 held ~0.5-0.8 GB of those). */
 #define CACHE_SLOTS 4096
+#define MAP_MIN ((size_t)256 << 10)
 static struct { size_t bytes; void *p; } cache[CACHE_SLOTS];
 static int ncache = 0;
 static size_t cached_bytes = 0;
 static size_t cache_budget = (size_t)4 << 30;
-static size_t live_bytes = 0, peak_bytes = 0;
+static size_t live_bytes = 0, peak_bytes = 0, held_mark = 0;
 
-static void *block_get(size_t bytes) {
+/* Blocks of MAP_MIN bytes and more are mappings of their own, so freeing
+   one gives its memory back to the OS at once (malloc would keep such
+   blocks in its heap once its adaptive mmap threshold has risen, where
+   freed memory stays resident).  Smaller ones come from malloc. */
+static void *block_alloc(size_t bytes) {
+    if (bytes < MAP_MIN) return aligned_alloc(64, bytes);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void block_free(void *p, size_t bytes) {
+    if (bytes < MAP_MIN) free(p);
+    else munmap(p, bytes);
+}
+
+/* Block sizes: multiples of 64 bytes below MAP_MIN; above, 8 size classes
+   per doubling (at most 12.5% over the request, and pages past it are only
+   touched when a larger request of the class reuses the block), so steps
+   whose shapes vary (sandwich sub-networks, random paths) still reuse
+   cached blocks instead of mapping fresh ones. */
+static size_t block_size(size_t bytes) {
+    if (bytes < MAP_MIN) return bytes;
+    int lg = 63 - __builtin_clzll((unsigned long long)bytes);
+    size_t g = (size_t)1 << (lg - 3);
+    return (bytes + g - 1) & ~(g - 1);
+}
+
+static void cache_remove(int i) {
+    cached_bytes -= cache[i].bytes;
+    memmove(cache + i, cache + i + 1, (size_t)(ncache - i - 1) * sizeof cache[0]);
+    ncache--;
+}
+
+/* A block of at least *bytes; *bytes is set to its size. */
+static void *block_get(size_t *bytes_io) {
+    const size_t bytes = *bytes_io;
+    int best = -1;
     for (int i = ncache - 1; i >= 0; i--) {
         if (cache[i].bytes == bytes) {
-            void *p = cache[i].p;
-            cache[i] = cache[--ncache];
-            cached_bytes -= bytes;
-            return p;
+            best = i;
+            break;
+        }
+        /* else the smallest block up to twice the size: shapes that vary
+           from step to step (sandwich sub-networks) reuse larger blocks */
+        if (bytes >= MAP_MIN && cache[i].bytes > bytes && cache[i].bytes <= 2 * bytes &&
+            (best < 0 || cache[i].bytes < cache[best].bytes))
+            best = i;
+    }
+    if (best >= 0) {
+        void *p = cache[best].p;
+        *bytes_io = cache[best].bytes;
+        cache_remove(best);
+        return p;
+    }
+    /* (smaller blocks come from malloc's heap, which reuses memory itself) */
+    int k = 0;
+    if (bytes >= MAP_MIN) {
+        while (k < ncache && live_bytes + cached_bytes + bytes > held_mark) {
+            cached_bytes -= cache[k].bytes;
+            block_free(cache[k].p, cache[k].bytes);
+            k++;
+        }
+        if (k > 0) {
+            memmove(cache, cache + k, (size_t)(ncache - k) * sizeof cache[0]);
+            ncache -= k;
         }
     }
-    void *p = aligned_alloc(64, bytes);
+    void *p = block_alloc(bytes);
     if (!p && ncache > 0) {
         nr_storage_trim();
-        p = aligned_alloc(64, bytes);
+        p = block_alloc(bytes);
     }
+    if (p && live_bytes + cached_bytes + bytes > held_mark)
+        held_mark = live_bytes + cached_bytes + bytes;
     return p;
 }
 
@@ -72,17 +141,18 @@ static void block_put(void *p, size_t bytes) {
         ncache++;
         cached_bytes += bytes;
     } else {
-        free(p);
+        block_free(p, bytes);
     }
 }
 
 void nr_storage_trim(void) {
-    for (int i = 0; i < ncache; i++) free(cache[i].p);
+    for (int i = 0; i < ncache; i++) block_free(cache[i].p, cache[i].bytes);
     ncache = 0;
     cached_bytes = 0;
 }
 
 size_t nr_live_bytes(void) { return live_bytes; }
+size_t nr_cached_bytes(void) { return cached_bytes; }
 size_t nr_peak_bytes(void) { return peak_bytes; }
 void nr_reset_peak_bytes(void) { peak_bytes = live_bytes; }
 
@@ -113,7 +183,7 @@ nr_storage *nr_storage_new(size_t nfloat) {
         nr_seterror(NR_ENOMEM, "tensor of %zu elements is too large", nfloat);
         return NULL;
     }
-    size_t bytes = (nfloat * sizeof(float) + 63) & ~(size_t)63;
+    size_t bytes = block_size((nfloat * sizeof(float) + 63) & ~(size_t)63);
     if (bytes == 0) bytes = 64;
     if (bytes >= ((size_t)1 << 30)) {
         size_t avail = memory_available();
@@ -126,7 +196,7 @@ nr_storage *nr_storage_new(size_t nfloat) {
     }
     nr_storage *s = malloc(sizeof *s);
     if (!s) goto oom;
-    s->data = block_get(bytes);
+    s->data = block_get(&bytes);
     if (!s->data) { free(s); goto oom; }
     s->bytes = bytes;
     s->refcount = 1;

@@ -28,6 +28,7 @@ local cases = {
   {"div broadcast", function(a, b) return a / b end, {{2, 3}, "pos:1,3"}},
   {"neg", function(a) return -a end, {{5}}},
   {"relu", F.relu, {"kink:4,5"}},
+  {"relu6", function(a) return F.relu6(F.scale(a, 4)) end, {"kink:4,5"}}, -- values in +-[0.8, 4.8]
   {"sigmoid", F.sigmoid, {{4, 5}}},
   {"tanh", F.tanh, {{4, 5}}},
   {"exp", F.exp, {{4, 5}}},
@@ -100,6 +101,28 @@ for _, c in ipairs({
     {c.x, c.w, {c.w[1]}}}
 end
 
+-- an input feeding two convs: the first backward writes its gradient, the
+-- second adds (each engine: depthwise, direct, 1x1 GEMM, strided 1x1)
+for _, c in ipairs({
+  {"depthwise", {2, 4, 6, 6}, {4, 1, 3, 3}, {padding = 1, groups = 4}},
+  {"direct 3x3", {2, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1}},
+  {"1x1", {2, 4, 5, 5}, {3, 4, 1, 1}, {}},
+  {"1x1 s2", {2, 4, 6, 6}, {3, 4, 1, 1}, {stride = 2}},
+}) do
+  cases[#cases + 1] = {"conv2d twice on one input, " .. c[1], function(x, w)
+    return F.add(F.conv2d(x, w, nil, c[4]), F.scale(F.conv2d(x, w, nil, c[4]), -0.5)) end, {c[2], c[3]}}
+end
+
+-- relu -> depthwise -> 1x1 in one op (backward recomputes the depthwise output)
+for _, c in ipairs({
+  {"sep_conv2d relu 3x3", {"kink:2,4,6,6", {4, 1, 3, 3}, {5, 4, 1, 1}}, {padding = 1, relu = true}},
+  {"sep_conv2d 5x5 s2", {{1, 3, 9, 9}, {3, 1, 5, 5}, {3, 3, 1, 1}}, {stride = 2, padding = 2}},
+  {"sep_conv2d relu dil 3x3 s2", {"kink:2,3,9,9", {3, 1, 3, 3}, {4, 3, 1, 1}},
+    {stride = 2, padding = 2, dilation = 2, relu = true}},
+}) do
+  cases[#cases + 1] = {c[1], function(x, wd, wp) return F.sep_conv2d(x, wd, wp, c[3]) end, c[2]}
+end
+
 for _, c in ipairs({
   {"max_pool2d 3x3 s1 p1", function(x) return F.max_pool2d(x, {kernel = 3, stride = 1, padding = 1}) end},
   {"max_pool2d 2x2 s2", function(x) return F.max_pool2d(x, {kernel = 2, stride = 2}) end},
@@ -148,6 +171,26 @@ describe("gradients of nasrt.F ops (central differences)", function()
       local inputs = {}
       for i, s in ipairs(c[3]) do inputs[i] = make(s) end
       local ok, msg = H.gradcheck(c[2], inputs)
+      assert(ok, msg)
+    end)
+  end
+end)
+
+-- The same ops on inputs produced by another op: ops whose backward needs
+-- only shapes or their own output drop such inputs' data from the tape
+-- (nr_forget_input), a path leaves never take.
+describe("gradients of nasrt.F ops on intermediate inputs", function()
+  for _, c in ipairs(cases) do
+    it(c[1], function()
+      nasrt.manual_seed(7)
+      local inputs = {}
+      for i, s in ipairs(c[3]) do inputs[i] = make(s) end
+      local function f(...)
+        local mid = {}
+        for i, a in ipairs({ ... }) do mid[i] = F.scale(a, 1.25, 0.0) end
+        return c[2](table.unpack(mid))
+      end
+      local ok, msg = H.gradcheck(f, inputs)
       assert(ok, msg)
     end)
   end

@@ -4,6 +4,14 @@ local nasrt = require "nasrt"
 local F = nasrt.F
 
 describe("nasrt.Tensor", function()
+  it("relu6 clamps to [0, 6] and passes the gradient strictly inside", function()
+    local x = nasrt.tensor({-1, 0.5, 3, 5.75, 7}):requires_grad(true)
+    local y = F.relu6(x)
+    assert.are.same({0, 0.5, 3, 5.75, 6}, y:totable())
+    F.sum(y):backward()
+    assert.are.same({0, 1, 1, 1, 0}, x.grad:totable())
+  end)
+
   it("builds from nested tables and gives them back", function()
     local t = nasrt.tensor({{1, 2, 3}, {4, 5, 6}})
     assert.are.same({2, 3}, t:shape())

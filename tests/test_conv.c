@@ -551,6 +551,7 @@ static void test_pools(void) {
         {2, 3, 9, 40, 3, 2, 1, 1, 0, 2, 3, 1}, {2, 3, 9, 40, 3, 2, 1, 0, 1, 2, 3, 1},
         {1, 2, 11, 37, 2, 1, 1, 0, 1, 4, 3, 2}, {1, 2, 12, 35, 4, 3, 2, 1, 1, 3, 1, 1},
         {2, 2, 33, 7, 3, 3, 0, 0, 0, 5, 2, 2},
+        {1, 2, 20, 21, 17, 1, 0, 0, 0, 17, 2, 3}, /* 289 taps: int32 argmax indices */
     };
     for (int kind = 0; kind < 2; kind++)
         for (size_t i = 0; i < sizeof rect / sizeof *rect; i++) {
@@ -599,6 +600,32 @@ static void test_max_pool_neg_inf_pad(void) {
     CHECK_NEAR(nr_data(y)[0], -5.0, 1e-6);
     nr_tensor_release(y);
     nr_tensor_release(x);
+}
+
+/* A window of -inf only: the gradient goes to its first in-bounds element
+   (PyTorch's rule), with taps (3x3) and with plane indices (17x17). */
+static void test_max_pool_all_neg_inf(void) {
+    for (int big = 0; big < 2; big++) {
+        int64_t k = big ? 17 : 3, p = big ? 8 : 1;
+        nr_tensor *x = nr_tensor_full(4, (int64_t[]){1, 1, 3, 3}, -INFINITY), *y = NULL;
+        x->requires_grad = 1;
+        nr_pool_params pp = {{k, k}, {1, 1}, {p, p}, 1, 0};
+        CHECK(nr_max_pool2d(&y, x, &pp) == NR_OK);
+        if (!y) return;
+        CHECK(y->ne[2] == 3 && y->ne[3] == 3 && nr_data(y)[4] == -INFINITY);
+        nr_tensor *g = nr_tensor_full(4, y->ne, 1.0f);
+        CHECK(nr_backward(y, g) == NR_OK);
+        const float *gx = nr_data(x->grad);
+        /* 3x3 windows: firsts (0,0) x4, (0,1) x2, (1,0) x2, (1,1); 17x17: all (0,0) */
+        static const float want3[9] = {4, 2, 0, 2, 1, 0, 0, 0, 0};
+        static const float want17[9] = {9, 0, 0, 0, 0, 0, 0, 0, 0};
+        int ok = 1;
+        for (int i = 0; i < 9; i++) ok &= gx[i] == (big ? want17 : want3)[i];
+        CHECK(ok);
+        nr_tensor_release(g);
+        nr_tensor_release(y);
+        nr_tensor_release(x);
+    }
 }
 
 /* PyTorch's max: NaN wins (and propagates), ties go to the first element */
@@ -801,6 +828,7 @@ int main(void) {
     test_pools();
     test_max_pool_neg_inf_pad();
     test_max_pool_nan_ties();
+    test_max_pool_all_neg_inf();
     test_adaptive();
     test_threads();
     test_no_grad();

@@ -126,6 +126,39 @@ static void naive_gemm(int m, int n, int k, const float *a, const float *b, doub
         }
 }
 
+/* The storage cache: freed blocks serve later requests of the same size,
+   or of a size over half theirs; held memory (live + cached) stays under
+   its high-water mark, set here by the first 4 MB block (this test runs
+   first). */
+static void test_storage_cache(void) {
+    size_t live0 = nr_live_bytes();
+    nr_tensor *a = nr_tensor_empty(1, (int64_t[]){1 << 20}); /* 4 MB */
+    float *pa = nr_data(a);
+    size_t ba = a->storage->bytes;
+    CHECK(ba == (size_t)4 << 20 && nr_live_bytes() == live0 + ba);
+    nr_tensor_release(a);
+    CHECK(nr_cached_bytes() == ba && nr_live_bytes() == live0);
+    /* 3 MB fits the cached 4 MB block: same memory, counted at its size */
+    nr_tensor *b = nr_tensor_empty(1, (int64_t[]){3 << 18});
+    CHECK(nr_data(b) == pa && b->storage->bytes == ba && nr_cached_bytes() == 0);
+    nr_tensor_release(b);
+    nr_storage_trim();
+    CHECK(nr_cached_bytes() == 0);
+    nr_tensor *y = nr_tensor_empty(1, (int64_t[]){1 << 19}); /* 2 MB */
+    nr_tensor_release(y);
+    /* 0.75 MB: the 2 MB block is over twice that; a new block, and the
+       2 MB one stays cached (held 2.75 MB, under the 4 MB mark) */
+    nr_tensor *c = nr_tensor_empty(1, (int64_t[]){3 << 16});
+    CHECK(c->storage->bytes == (size_t)3 << 18 && nr_cached_bytes() == (size_t)2 << 20);
+    /* 2.5 MB more would pass the mark: the cached block is freed first */
+    nr_tensor *d = nr_tensor_empty(1, (int64_t[]){5 << 17});
+    CHECK(d != NULL && nr_cached_bytes() == 0);
+    nr_tensor_release(c);
+    nr_tensor_release(d);
+    nr_storage_trim();
+    CHECK(nr_cached_bytes() == 0 && nr_live_bytes() == live0);
+}
+
 static void test_gemm(void) {
     int dims[][3] = {{1, 1, 1}, {3, 5, 7}, {17, 9, 33}, {64, 128, 96}};
     for (size_t d = 0; d < 4; d++) {
@@ -238,6 +271,7 @@ static void test_threads_agree(void) {
 
 int main(void) {
     nr_runtime_init(2);
+    test_storage_cache();
     test_refcounts();
     test_bad_shapes();
     test_empty_shape_overflow();

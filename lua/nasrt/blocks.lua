@@ -207,9 +207,9 @@ local function leaf(name, fwd)
   return cls
 end
 
---- min(max(x, 0), 6), as relu(x) - relu(x - 6).
+--- min(max(x, 0), 6) (one op: F.relu6).
 local function relu6(x)
-  return F.relu(x) - F.relu(F.scale(x, 1, -6))
+  return F.relu6(x)
 end
 M.relu6 = relu6
 
@@ -293,6 +293,52 @@ end
 
 local BN_ONLY = { affine = true, track_running_stats = true }
 
+-- A depthwise conv without bias, and a 1x1 stride-1 conv without bias on
+-- its output: the body of SepConv and DilConv.  Neither may have its own
+-- forward (the cost tracer of nn.Module:macs patches one in to count).
+local function is_dw(d)
+  return getmetatable(d) == nn.Conv2d and rawget(d, "forward") == nil
+    and d.groups == d.in_channels and d.out_channels == d.in_channels and d.bias == nil
+end
+
+local function is_pw(p, d)
+  return getmetatable(p) == nn.Conv2d and rawget(p, "forward") == nil
+    and p.in_channels == d.out_channels and p.groups == 1
+    and p.bias == nil and p.kernel_size[1] == 1 and p.kernel_size[2] == 1
+    and p.stride[1] == 1 and p.stride[2] == 1 and p.padding[1] == 0 and p.padding[2] == 0
+end
+
+--- Whether SepConv and DilConv run their [ReLU,] depthwise, 1x1 runs as one
+-- `F.sep_conv2d` (default true).  Set it to false to run the children one by
+-- one, e.g. to compare against the unfused ops or to swap `F.relu` for
+-- another activation (the fused op applies its own ReLU).
+M.fuse_sep_conv = true
+
+-- Sequential forward in which each run of [ReLU,] depthwise conv, 1x1 conv
+-- is one `F.sep_conv2d`: the same numbers, but the tape keeps only the
+-- run's input (backward recomputes the ReLU and depthwise outputs), which
+-- halves what a DARTS search step holds.  Other children run as they are.
+local function fused_forward(self, x)
+  if not M.fuse_sep_conv then return nn.Sequential.forward(self, x) end
+  local ch = self:children()
+  local i = 1
+  while i <= #ch do
+    local m = ch[i]
+    local relu = getmetatable(m) == nn.ReLU
+    local d = relu and ch[i + 1] or m
+    local p = relu and ch[i + 2] or ch[i + 1]
+    if d and p and is_dw(d) and is_pw(p, d) then
+      x = F.sep_conv2d(x, d.weight, p.weight,
+        { stride = d.stride, padding = d.padding, dilation = d.dilation, relu = relu })
+      i = i + (relu and 3 or 2)
+    else
+      x = m(x)
+      i = i + 1
+    end
+  end
+  return x
+end
+
 --- Separable conv applied twice, as DARTS: [ReLU, depthwise k x k (stride s),
 -- 1x1 cin->cin, BN(cin)] then [ReLU, depthwise k x k (stride 1), 1x1
 -- cin->cout, BN(cout)].  Only the first depthwise conv is strided.
@@ -321,6 +367,8 @@ function SepConv:__init(cin, cout, k, stride, padding, affine)
     bn2d(cout, o))
 end
 
+SepConv.forward = fused_forward
+
 --- Dilated separable conv (one pass): ReLU, depthwise k x k with dilation d
 -- (stride s), 1x1 cin->cout, BN(cout).
 -- @type DilConv
@@ -345,6 +393,8 @@ function DilConv:__init(cin, cout, k, stride, padding, dilation, affine)
     nn.Conv2d(cin, cout, 1, { bias = false }),
     bn2d(cout, o))
 end
+
+DilConv.forward = fused_forward
 
 --- DARTS' conv_7x1_1x7 (in DARTS' OPS table, not in PRIMITIVES): ReLU,
 -- 1x7 conv (stride (1, s)), 7x1 conv (stride (s, 1)), BN.
@@ -420,19 +470,27 @@ function FactorizedReduce:_shifted(s)
   return { s[1], s[2], s[3] - 1, s[4] - 1 }
 end
 
+--- conv_2 on x shifted by one pixel (x[:, :, 1:, 1:], zero-padded on the
+-- right and bottom first when pad is true): its 1x1 stride-2 conv is run as
+-- a stride-1 conv of x[:, :, 1::2, 1::2].  The same numbers, but the copy
+-- the conv keeps for backward is a quarter of the shifted input.
+function FactorizedReduce:_conv_shifted(x, pad)
+  local c = self.conv_2
+  if pad then x = F.pad(x, { 0, 1, 0, 1 }) end
+  if rawget(c, "forward") then -- traced for its cost: run the module itself
+    local s = x:shape()
+    return c(F.narrow(F.narrow(x, 3, 2, s[3] - 1), 4, 2, s[4] - 1))
+  end
+  return F.conv2d(F.subsample(x, 2, 1, 1), c.weight, c.bias)
+end
+
 function FactorizedReduce:forward(x)
   if self.stride == 1 then return self.bn(self.conv(x)) end
   x = F.relu(x)
   local s = shape_of(x, "FactorizedReduce")
   check_input(s, self.in_channels, "FactorizedReduce")
-  local shifted
-  if self.nb201 then
-    shifted = F.narrow(F.narrow(F.pad(x, { 0, 1, 0, 1 }), 3, 2, s[3]), 4, 2, s[4])
-  else
-    local t = self:_shifted(s)
-    shifted = F.narrow(F.narrow(x, 3, 2, t[3]), 4, 2, t[4])
-  end
-  return self.bn(F.cat({ self.conv_1(x), self.conv_2(shifted) }, 2))
+  self:_shifted(s) -- even sizes unless nb201
+  return self.bn(F.cat({ self.conv_1(x), self:_conv_shifted(x, self.nb201) }, 2))
 end
 
 function FactorizedReduce:_cost(s, opts)

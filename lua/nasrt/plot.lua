@@ -1095,8 +1095,11 @@ local function nb201_dot(s)
   return table.concat(L, "\n") .. "\n"
 end
 
--- DOT text of a chain: input -> one box per layer -> head
-local function chain_dot(names)
+--- Graphviz DOT text of a chain architecture (a macro path): stem -> one box
+-- per layer -> head.
+-- @tparam {string,...} names the block chosen at each layer
+-- @treturn string the DOT text
+function M.chain_dot(names)
   local L = { "digraph {", "\tgraph [rankdir=LR]",
     "\tnode [fontname=times fontsize=16 shape=rect style=filled fillcolor=lightblue]",
     '\t"stem" [fillcolor=darkseagreen2]', '\t"head" [fillcolor=palegoldenrod]' }
@@ -1138,14 +1141,14 @@ local function cells(r, outdir, put_file, notes)
     elseif type(a.arch_string or a.arch) == "string" and (a.arch_string or a.arch):sub(1, 1) == "|" then
       made[#made + 1] = { "cell", nb201_dot(a.arch_string or a.arch) }
     elseif type(a.names) == "table" then
-      made[#made + 1] = { "path", chain_dot(a.names) }
+      made[#made + 1] = { "path", M.chain_dot(a.names) }
     elseif type(a.config) == "table" and a.config.width then       -- elastic subnet
       local c, names = a.config, {}
       for s = 1, #(c.depth or {}) do
         names[#names + 1] = ("width %s, depth %s, k%s, e%s"):format(tostring(c.width[s + 1]),
           tostring(c.depth[s]), tostring(c.kernel[s]), tostring(c.expand[s]))
       end
-      made[#made + 1] = { "subnet", chain_dot(names) }
+      made[#made + 1] = { "subnet", M.chain_dot(names) }
     end
     for _, d in ipairs(made) do
       local p = outdir .. "/" .. d[1] .. ".dot"

@@ -193,6 +193,7 @@ typedef struct {
     float *part;      /* nblk x Co*Kd, or NULL (no dW) */
     int64_t nblk, R, nch;
     size_t colsz;
+    int gx_fresh;     /* gx is uninitialised: write it */
 } bwd_job;
 
 static void bwd_dense_task(void *ctx, int64_t b0, int64_t b1, int ith) {
@@ -213,6 +214,7 @@ static void bwd_dense_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                 const float *xg = J->x + (n * s->C + g * s->Cg) * HW;
                 const float *wg = J->w + g * s->Cog * s->Kd;
                 float *gxg = J->gx ? J->gx + (n * s->C + g * s->Cg) * HW : NULL;
+                if (gxg && J->gx_fresh && !pw1) memset(gxg, 0, (size_t)(s->Cg * HW) * sizeof(float));
                 for (int64_t ch = 0; ch < J->nch; ch++) {
                     int64_t oh0 = ch * J->R, oh1 = oh0 + J->R < s->OH ? oh0 + J->R : s->OH;
                     int64_t npix = (oh1 - oh0) * s->OW;
@@ -234,8 +236,8 @@ static void bwd_dense_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                     }
                     if (gxg) {
                         if (pw1) {
-                            nr_gemm(1, 0, s->Cg, npix, s->Cog, 1.0f, wg, s->Kd, gyb, OHW, 1.0f,
-                                    gxg + oh0 * s->OW, HW);
+                            nr_gemm(1, 0, s->Cg, npix, s->Cog, 1.0f, wg, s->Kd, gyb, OHW,
+                                    J->gx_fresh ? 0.0f : 1.0f, gxg + oh0 * s->OW, HW);
                         } else {
                             nr_gemm(1, 0, s->Kd, npix, s->Cog, 1.0f, wg, s->Kd, gyb, OHW, 0.0f,
                                     dcol, npix);
@@ -278,17 +280,13 @@ typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
 #define VLD(p) (*(const vf16 *)(p))
 #define VST(p, v) (*(vf16 *)(p) = (v))
 
-static inline float hsum16(vf16 v) {
-    float s = 0.0f;
-    for (int i = 0; i < VL; i++) s += v[i];
-    return s;
-}
-
 static inline float hsum_fast(vf16 v) {
 #if defined(__AVX512F__)
     return _mm512_reduce_add_ps((__m512)v);
 #else
-    return hsum16(v);
+    float s = 0.0f;
+    for (int i = 0; i < VL; i++) s += v[i];
+    return s;
 #endif
 }
 
@@ -683,7 +681,14 @@ typedef struct {
     const float *wflip;  /* backward: flipped kernels [Co][kk] */
     double *part;        /* backward: nblk x Co*kk dW partials */
     int64_t nblk;
+    int relu;            /* the conv reads relu(x) (sep_conv2d) */
+    int gx_fresh;        /* backward: gx is uninitialised, write it */
 } dw_job;
+
+/* relu of a padded buffer in place (its zero padding stays zero) */
+static void relu_buf(float *P, size_t n) {
+    for (size_t k = 0; k < n; k++) P[k] = P[k] > 0.0f ? P[k] : 0.0f;
+}
 
 static void dw_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const dw_job *J = ctx;
@@ -695,6 +700,7 @@ static void dw_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     for (int64_t it = i0; it < i1; it++) {
         int64_t n = it / s->C, c = it % s->C;
         dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
+        if (J->relu) relu_buf(P, g->psz);
         for (int64_t mi = 0; mi < m; mi++) {
             int64_t co = c * m + mi;
             dw_corr(g, P, J->w + co * g->kk, J->b ? J->b[co] : 0.0f,
@@ -737,7 +743,10 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
         for (int64_t n = n0; n < n1; n++) {
             for (int64_t c = 0; c < s->C; c++) {
                 float *gx = J->gx ? J->gx + (n * s->C + c) * HW : NULL;
-                if (part) dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
+                if (part) {
+                    dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
+                    if (J->relu) relu_buf(P, g->psz);
+                }
                 for (int64_t mi = 0; mi < m; mi++) {
                     int64_t co = c * m + mi;
                     const float *gy = J->gy + (n * s->Co + co) * OHW;
@@ -750,12 +759,16 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                     if (part) dw_wgrad(g, P, G, ldg, part + co * kk);
                     if (gx) {
                         if (pl->gather)
-                            dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W, 1);
+                            dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W,
+                                    !(J->gx_fresh && mi == 0));
                         else
                             dw_pgather(g, pg, D, Gp, J->w + co * kk, mi > 0);
                     }
                 }
-                if (gx && !pl->gather) dwp_unfill_add(g, D, gx, s->W);
+                if (gx && !pl->gather) {
+                    if (J->gx_fresh) memset(gx, 0, (size_t)HW * sizeof(float));
+                    dwp_unfill_add(g, D, gx, s->W);
+                }
             }
         }
     }
@@ -1576,6 +1589,45 @@ static nr_status prealloc_scratch(size_t nfloat) {
     return NR_OK;
 }
 
+/* y = conv(x) for the shape s (x, y contiguous); relu: the conv reads
+   relu(x) (depthwise only). */
+static nr_status conv_fwd(const cshape *sp, const float *xd, const float *wd, const float *bd,
+                          float *yd, int relu) {
+    const cshape s = *sp;
+    nr_status st = NR_OK;
+    NR_ASSERT(!relu || is_depthwise(&s));
+    if (is_depthwise(&s)) {
+        dwplan pl;
+        if (!dw_plan(&s, &pl)) return nr_seterror(NR_ENOMEM, "conv2d: out of memory");
+        size_t scr = pl.f.psz;
+        st = prealloc_scratch(scr);
+        if (st == NR_OK) {
+            dw_job J = {&s, &pl, xd, wd, bd, NULL, yd, NULL, NULL, scr, NULL, NULL, 0, relu, 0};
+            nr_parallel_for(s.N * s.C, 1, dw_fwd_task, &J);
+        }
+        free(pl.offs);
+    } else if (use_direct(&s)) {
+        dplan pl;
+        if (!dplan_make(&s, wd, 0, &pl)) return nr_seterror(NR_ENOMEM, "conv2d: out of memory");
+        st = prealloc_scratch(pl.f.psz);
+        if (st == NR_OK) {
+            dc_job J = {&s, &pl, xd, wd, bd, NULL, yd, NULL, NULL, 0, pl.f.psz};
+            nr_parallel_for(s.N * s.G, 1, dc_fwd_task, &J);
+        }
+        dplan_free(&pl);
+    } else {
+        int64_t R = chunk_rows(&s), nch = (s.OH + R - 1) / R;
+        size_t colsz = (size_t)rup(s.Kd * R * s.OW, VL);
+        if (!is_pointwise(&s)) {
+            st = prealloc_scratch(colsz);
+            if (st != NR_OK) return st;
+        }
+        fwd_job J = {&s, xd, wd, bd, yd, R, nch, colsz};
+        nr_parallel_for(s.N * s.G * nch, 1, fwd_dense_task, &J);
+    }
+    return st;
+}
+
 static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
     const nr_tensor *x = nd->in[0], *w = nd->in[1];
     cshape s;
@@ -1591,6 +1643,14 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
     nr_status st = NR_OK;
     float *gx = gin[0] ? nr_data(gin[0]) : NULL;
     float *gw = gin[1] ? nr_data(gin[1]) : NULL;
+    /* a fresh dx is written by the engines that can (1x1 GEMM, stride-1
+       depthwise), zeroed here for the others */
+    int gx_fresh = gx && (nd->fresh & 1);
+    if (gx_fresh && s.N > 0 && !is_depthwise(&s) && use_direct(&s)) {
+        memset(gx, 0, (size_t)nr_numel(x) * sizeof(float));
+        gx_fresh = 0;
+    }
+    if (gx_fresh && s.N == 0) memset(gx, 0, (size_t)nr_numel(x) * sizeof(float));
     if (s.N > 0 && (gx || gw)) {
         if (is_depthwise(&s)) {
             dwplan pl;
@@ -1610,7 +1670,7 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
                 for (int64_t co = 0; co < s.Co; co++)
                     for (int64_t t = 0; t < kk; t++) wflip[co * kk + t] = wd[co * kk + kk - 1 - t];
                 dw_job J = {&s, &pl, nr_data(x), wd, NULL, gy, NULL, gx, gw, scr,
-                            wflip, part, nblk};
+                            wflip, part, nblk, (int)nd->p.i[7], gx_fresh};
                 nr_parallel_for(nblk, 1, dw_bwd_task, &J);
                 if (gw) {
                     dwred_job RJ = {part, gw, nblk, s.Co * kk};
@@ -1665,7 +1725,7 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
                     goto done;
                 }
             }
-            bwd_job J = {&s, nr_data(x), nr_data(w), gy, gx, part, nblk, R, nch, colsz};
+            bwd_job J = {&s, nr_data(x), nr_data(w), gy, gx, part, nblk, R, nch, colsz, gx_fresh};
             nr_parallel_for(nblk, 1, bwd_dense_task, &J);
             if (part) {
                 red_job RJ = {part, gw, nblk, s.Co * s.Kd};
@@ -1683,28 +1743,28 @@ done:
     return st;
 }
 
-nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
-                    const nr_tensor *b, const nr_conv_params *p) {
+/* The checks of conv2d's arguments; fn names the op in the messages. */
+static nr_status conv_check(const char *fn, const nr_tensor *x, const nr_tensor *w,
+                            const nr_tensor *b, const nr_conv_params *p) {
     char b1[NR_SHAPEBUF], b2[NR_SHAPEBUF];
-    *out = NULL;
-    if (!x || !w) return nr_seterror(NR_EUSAGE, "conv2d: input and weight are required");
-    if (!p) return nr_seterror(NR_EUSAGE, "conv2d: missing parameters");
+    if (!x || !w) return nr_seterror(NR_EUSAGE, "%s: input and weight are required", fn);
+    if (!p) return nr_seterror(NR_EUSAGE, "%s: missing parameters", fn);
     if (x->ndim != 4 && x->ndim != 3)
         return nr_seterror(NR_ESHAPE,
-                           "conv2d: expected a 4-D input [N,C,H,W] (or 3-D [C,H,W]), got %s",
+                           "%s: expected a 4-D input [N,C,H,W] (or 3-D [C,H,W]), got %s", fn,
                            nr_shape_str(x, b1));
     if (w->ndim != 4)
-        return nr_seterror(NR_ESHAPE, "conv2d: expected a 4-D weight [Co,C/groups,kh,kw], got %s",
+        return nr_seterror(NR_ESHAPE, "%s: expected a 4-D weight [Co,C/groups,kh,kw], got %s", fn,
                            nr_shape_str(w, b1));
     for (int d = 0; d < 2; d++) {
         if (p->stride[d] < 1)
-            return nr_seterror(NR_EUSAGE, "conv2d: stride must be >= 1, got %lld",
+            return nr_seterror(NR_EUSAGE, "%s: stride must be >= 1, got %lld", fn,
                                (long long)p->stride[d]);
         if (p->padding[d] < 0)
-            return nr_seterror(NR_EUSAGE, "conv2d: padding must be >= 0, got %lld",
+            return nr_seterror(NR_EUSAGE, "%s: padding must be >= 0, got %lld", fn,
                                (long long)p->padding[d]);
         if (p->dilation[d] < 1)
-            return nr_seterror(NR_EUSAGE, "conv2d: dilation must be >= 1, got %lld",
+            return nr_seterror(NR_EUSAGE, "%s: dilation must be >= 1, got %lld", fn,
                                (long long)p->dilation[d]);
         /* bounds that keep every size computation far from overflow */
         if (p->stride[d] > NR_MAXPARAM || p->padding[d] > NR_MAXPARAM ||
@@ -1719,38 +1779,47 @@ nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
     int bt = x->ndim == 4;
     int64_t C = x->ne[bt], H = x->ne[bt + 1], W = x->ne[bt + 2];
     int64_t Co = w->ne[0], kh = w->ne[2], kw = w->ne[3];
-    if (G < 1) return nr_seterror(NR_EUSAGE, "conv2d: groups must be >= 1, got %lld", (long long)G);
+    if (G < 1) return nr_seterror(NR_EUSAGE, "%s: groups must be >= 1, got %lld", fn, (long long)G);
     if (C < 1 || H < 1 || W < 1)
-        return nr_seterror(NR_ESHAPE, "conv2d: input %s has an empty channel or spatial dim",
+        return nr_seterror(NR_ESHAPE, "%s: input %s has an empty channel or spatial dim", fn,
                            nr_shape_str(x, b1));
     if (Co < 1 || kh < 1 || kw < 1 || w->ne[1] < 1)
-        return nr_seterror(NR_ESHAPE, "conv2d: weight %s has an empty dim", nr_shape_str(w, b1));
+        return nr_seterror(NR_ESHAPE, "%s: weight %s has an empty dim", fn, nr_shape_str(w, b1));
     if (C % G != 0)
-        return nr_seterror(NR_ESHAPE, "conv2d: input channels (%lld) not divisible by groups (%lld)",
+        return nr_seterror(NR_ESHAPE, "%s: input channels (%lld) not divisible by groups (%lld)", fn,
                            (long long)C, (long long)G);
     if (Co % G != 0)
         return nr_seterror(NR_ESHAPE,
-                           "conv2d: output channels (%lld, weight %s) not divisible by groups (%lld)",
+                           "%s: output channels (%lld, weight %s) not divisible by groups (%lld)", fn,
                            (long long)Co, nr_shape_str(w, b1), (long long)G);
     if (w->ne[1] * G != C)
         return nr_seterror(NR_ESHAPE,
-                           "conv2d: input %s has %lld channels, weight %s expects %lld (groups=%lld)",
+                           "%s: input %s has %lld channels, weight %s expects %lld (groups=%lld)", fn,
                            nr_shape_str(x, b1), (long long)C, nr_shape_str(w, b2),
                            (long long)(w->ne[1] * G), (long long)G);
     if (b && (b->ndim != 1 || b->ne[0] != Co))
-        return nr_seterror(NR_ESHAPE, "conv2d: bias %s does not match %lld output channels",
+        return nr_seterror(NR_ESHAPE, "%s: bias %s does not match %lld output channels", fn,
                            nr_shape_str(b, b1), (long long)Co);
     int64_t ekh = p->dilation[0] * (kh - 1) + 1, ekw = p->dilation[1] * (kw - 1) + 1;
     if (H + 2 * p->padding[0] < ekh || W + 2 * p->padding[1] < ekw)
         return nr_seterror(NR_ESHAPE,
-                           "conv2d: input %s (padded %lldx%lld) is smaller than the kernel "
-                           "(%lldx%lld with dilation)",
+                           "%s: input %s (padded %lldx%lld) is smaller than the kernel "
+                           "(%lldx%lld with dilation)", fn,
                            nr_shape_str(x, b1), (long long)(H + 2 * p->padding[0]),
                            (long long)(W + 2 * p->padding[1]), (long long)ekh, (long long)ekw);
 
+    return NR_OK;
+}
+
+nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
+                    const nr_tensor *b, const nr_conv_params *p) {
+    *out = NULL;
+    nr_status st = conv_check("conv2d", x, w, b, p);
+    if (st != NR_OK) return st;
+    int bt = x->ndim == 4;
+    int64_t G = p->groups;
     nr_tensor *xc = nr_contig(x), *wc = nr_contig(w), *bc = b ? nr_contig(b) : NULL;
     nr_tensor *y = NULL;
-    nr_status st = NR_OK;
     if (!xc || !wc || (b && !bc)) {
         st = NR_ENOMEM;
         goto done;
@@ -1772,52 +1841,150 @@ nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *w,
         st = NR_ENOMEM;
         goto done;
     }
-    if (s.N > 0) {
-        const float *xd = nr_data(xc), *wd = nr_data(wc), *bd = bc ? nr_data(bc) : NULL;
-        if (is_depthwise(&s)) {
-            dwplan pl;
-            if (!dw_plan(&s, &pl)) {
-                st = nr_seterror(NR_ENOMEM, "conv2d: out of memory");
-                goto done;
-            }
-            size_t scr = pl.f.psz;
-            st = prealloc_scratch(scr);
-            if (st == NR_OK) {
-                dw_job J = {&s, &pl, xd, wd, bd, NULL, nr_data(y), NULL, NULL, scr, NULL, NULL, 0};
-                nr_parallel_for(s.N * s.C, 1, dw_fwd_task, &J);
-            }
-            free(pl.offs);
-            if (st != NR_OK) goto done;
-        } else if (use_direct(&s)) {
-            dplan pl;
-            if (!dplan_make(&s, wd, 0, &pl)) {
-                st = nr_seterror(NR_ENOMEM, "conv2d: out of memory");
-                goto done;
-            }
-            st = prealloc_scratch(pl.f.psz);
-            if (st == NR_OK) {
-                dc_job J = {&s, &pl, xd, wd, bd, NULL, nr_data(y), NULL, NULL, 0, pl.f.psz};
-                nr_parallel_for(s.N * s.G, 1, dc_fwd_task, &J);
-            }
-            dplan_free(&pl);
-            if (st != NR_OK) goto done;
-        } else {
-            int64_t R = chunk_rows(&s), nch = (s.OH + R - 1) / R;
-            size_t colsz = (size_t)rup(s.Kd * R * s.OW, VL);
-            if (!is_pointwise(&s)) {
-                st = prealloc_scratch(colsz);
-                if (st != NR_OK) goto done;
-            }
-            fwd_job J = {&s, xd, wd, bd, nr_data(y), R, nch, colsz};
-            nr_parallel_for(s.N * s.G * nch, 1, fwd_dense_task, &J);
-        }
-    }
+    if (s.N > 0)
+        st = conv_fwd(&s, nr_data(xc), nr_data(wc), bc ? nr_data(bc) : NULL, nr_data(y), 0);
+    if (st != NR_OK) goto done;
     nr_node *nd = nr_record(y, "conv2d", conv_bwd, 3, (nr_tensor *[]){xc, wc, bc});
-    if (nd) nd->p = tmp.p;
+    if (nd) {
+        nd->p = tmp.p;
+        nd->writes = 1; /* dx */
+    }
 done:
     nr_tensor_release(xc);
     nr_tensor_release(wc);
     nr_tensor_release(bc);
+    if (st != NR_OK) {
+        nr_tensor_release(y);
+        return st;
+    }
+    *out = y;
+    return NR_OK;
+}
+
+/* ------------------------------------------------------------ sep_conv2d */
+
+/* The 1x1, stride-1 conv of t [N,C,OH,OW] with wp [Co,C,1,1]. */
+static void pw_shape(const cshape *sd, int64_t Co, nr_node *np, cshape *sp) {
+    memset(np, 0, sizeof *np);
+    np->p.i[0] = np->p.i[1] = 1; /* stride */
+    np->p.i[4] = np->p.i[5] = 1; /* dilation */
+    np->p.i[6] = 1;              /* groups */
+    sp->N = sd->N, sp->C = sd->Co, sp->H = sd->OH, sp->W = sd->OW;
+    sp->Co = Co, sp->kh = sp->kw = 1;
+    sp->sh = sp->sw = sp->dh = sp->dw = 1, sp->ph = sp->pw = 0, sp->G = 1;
+    sp->OH = sd->OH, sp->OW = sd->OW;
+    sp->Cg = sd->Co, sp->Cog = Co, sp->Kd = sd->Co;
+}
+
+/* Backward: the depthwise output t is recomputed from x, then the 1x1
+   conv's backward gives dt and dWp, the depthwise conv's dx (through the
+   ReLU mask) and dWd. */
+static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
+    const nr_tensor *x = nd->in[0], *wd = nd->in[1], *wp = nd->in[2];
+    const int relu = (int)nd->p.i[7];
+    cshape sd, sp;
+    load_shape(nd, x, wd, &sd);
+    nr_node np;
+    pw_shape(&sd, wp->ne[0], &np, &sp);
+    int64_t tne[4] = {sd.N, sd.Co, sd.OH, sd.OW};
+    nr_tensor *t = nr_tensor_empty(4, tne);
+    /* gt and gr are written whole by the conv backwards (fresh) */
+    nr_tensor *gt = (gin[0] || gin[1]) ? nr_tensor_empty(4, tne) : NULL;
+    nr_tensor *gr = relu && gin[0] ? nr_tensor_empty_like(x) : NULL;
+    nr_status st = NR_OK;
+    if (!t || ((gin[0] || gin[1]) && !gt) || (relu && gin[0] && !gr)) {
+        st = NR_ENOMEM;
+        goto done;
+    }
+    st = conv_fwd(&sd, nr_data(x), nr_data(wd), NULL, nr_data(t), relu);
+    if (st != NR_OK) goto done;
+    np.in[0] = t;
+    np.in[1] = (nr_tensor *)wp;
+    np.fresh = 1;
+    st = conv_bwd(&np, gout, (nr_tensor *[]){gt, gin[2], NULL});
+    nr_tensor_release(t);
+    t = NULL;
+    if (st != NR_OK || !gt) goto done;
+    nr_node nd2 = *nd; /* the depthwise conv: dx into gr (fresh) or added to gin[0] */
+    nd2.fresh = gr ? 1 : 0;
+    st = conv_bwd(&nd2, gt, (nr_tensor *[]){gr ? gr : gin[0], gin[1], NULL});
+    if (st == NR_OK && gr) {
+        const float *xd = nr_data(x), *g = nr_data(gr);
+        float *d = nr_data(gin[0]);
+        if (nd->fresh & 1)
+            for (int64_t i = 0, n = nr_numel(x); i < n; i++) d[i] = xd[i] > 0.0f ? g[i] : 0.0f;
+        else
+            for (int64_t i = 0, n = nr_numel(x); i < n; i++) d[i] += xd[i] > 0.0f ? g[i] : 0.0f;
+    }
+done:
+    nr_tensor_release(t);
+    nr_tensor_release(gt);
+    nr_tensor_release(gr);
+    return st;
+}
+
+nr_status nr_sep_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd,
+                        const nr_tensor *wp, const nr_conv_params *p, int relu) {
+    char b1[NR_SHAPEBUF], b2[NR_SHAPEBUF];
+    *out = NULL;
+    if (!x || !wd || !wp || !p)
+        return nr_seterror(NR_EUSAGE, "sep_conv2d: input, both weights and parameters are required");
+    if (x->ndim != 4)
+        return nr_seterror(NR_ESHAPE, "sep_conv2d: expected a 4-D input [N,C,H,W], got %s",
+                           nr_shape_str(x, b1));
+    int64_t C = x->ne[1];
+    if (wd->ndim != 4 || wd->ne[0] != C || wd->ne[1] != 1)
+        return nr_seterror(NR_ESHAPE,
+                           "sep_conv2d: depthwise weight %s, expected [%lld,1,kh,kw] for input %s",
+                           nr_shape_str(wd, b1), (long long)C, nr_shape_str(x, b2));
+    if (wp->ndim != 4 || wp->ne[1] != C || wp->ne[2] != 1 || wp->ne[3] != 1)
+        return nr_seterror(NR_ESHAPE,
+                           "sep_conv2d: pointwise weight %s, expected [Co,%lld,1,1] for input %s",
+                           nr_shape_str(wp, b1), (long long)C, nr_shape_str(x, b2));
+    nr_conv_params dp = *p;
+    dp.groups = C;
+    nr_status st = conv_check("sep_conv2d", x, wd, NULL, &dp);
+    if (st != NR_OK) return st;
+    nr_tensor *xc = nr_contig(x), *wdc = nr_contig(wd), *wpc = nr_contig(wp), *t = NULL, *y = NULL;
+    nr_node tmp;
+    memset(&tmp, 0, sizeof tmp);
+    if (!xc || !wdc || !wpc) {
+        st = NR_ENOMEM;
+        goto done;
+    }
+    tmp.p.i[0] = dp.stride[0];
+    tmp.p.i[1] = dp.stride[1];
+    tmp.p.i[2] = dp.padding[0];
+    tmp.p.i[3] = dp.padding[1];
+    tmp.p.i[4] = dp.dilation[0];
+    tmp.p.i[5] = dp.dilation[1];
+    tmp.p.i[6] = C;
+    tmp.p.i[7] = relu != 0;
+    cshape sd, sp;
+    load_shape(&tmp, xc, wdc, &sd);
+    nr_node np;
+    pw_shape(&sd, wp->ne[0], &np, &sp);
+    int64_t tne[4] = {sd.N, sd.Co, sd.OH, sd.OW}, yne[4] = {sd.N, sp.Co, sd.OH, sd.OW};
+    t = nr_tensor_empty(4, tne);
+    y = t ? nr_tensor_empty(4, yne) : NULL;
+    if (!y) {
+        st = NR_ENOMEM;
+        goto done;
+    }
+    st = conv_fwd(&sd, nr_data(xc), nr_data(wdc), NULL, nr_data(t), relu != 0);
+    if (st != NR_OK) goto done;
+    st = conv_fwd(&sp, nr_data(t), nr_data(wpc), NULL, nr_data(y), 0);
+    if (st != NR_OK) goto done;
+    nr_node *nd = nr_record(y, "sep_conv2d", sep_bwd, 3, (nr_tensor *[]){xc, wdc, wpc});
+    if (nd) {
+        nd->p = tmp.p;
+        nd->writes = relu ? 1 : 0; /* dx through the ReLU mask */
+    }
+done:
+    nr_tensor_release(t);
+    nr_tensor_release(xc);
+    nr_tensor_release(wdc);
+    nr_tensor_release(wpc);
     if (st != NR_OK) {
         nr_tensor_release(y);
         return st;

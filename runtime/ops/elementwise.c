@@ -204,7 +204,13 @@ static nr_status binary(nr_tensor **out, const nr_tensor *a, const nr_tensor *b,
     nr_parallel_for(rows, inner >= 16384 ? 1 : 16384 / (inner + 1) + 1, bin_task, &j);
     nr_node *nd_ = nr_record(o, binop_name[op], bin_bwd, 2,
                              (nr_tensor *[]){(nr_tensor *)a, (nr_tensor *)b});
-    if (nd_) nd_->p.i[0] = op;
+    if (nd_) {
+        nd_->p.i[0] = op;
+        if (op == B_ADD || op == B_SUB) { /* backward reads shapes only */
+            nr_forget_input(nd_, 0);
+            nr_forget_input(nd_, 1);
+        }
+    }
     *out = o;
     return NR_OK;
 }
@@ -294,7 +300,8 @@ static nr_status bin_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) 
         }
         int64_t rows = 1;
         for (int i = 0; i < use.nd - 1; i++) rows *= use.ne[i];
-        bwd_job j = {&use, gmap, op, w, nr_data(a), nr_data(b), nr_data(g), nr_data(gin[w])};
+        bwd_job j = {&use, gmap, op, w, a->storage ? nr_data(a) : NULL,
+                     b->storage ? nr_data(b) : NULL, nr_data(g), nr_data(gin[w])};
         /* parallel only when this operand is not broadcast (no write races) */
         if (bcast) bwd_task(&j, 0, rows, 0);
         else nr_parallel_for(rows, 64, bwd_task, &j);
@@ -330,6 +337,9 @@ static void un_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     case U_BASE + NR_U_LOG: for (int64_t i = i0; i < i1; i++) y[i] = logf(x[i]); break;
     case U_BASE + NR_U_SQRT: for (int64_t i = i0; i < i1; i++) y[i] = sqrtf(x[i]); break;
     case U_BASE + NR_U_ABS: for (int64_t i = i0; i < i1; i++) y[i] = fabsf(x[i]); break;
+    case U_BASE + NR_U_RELU6:
+        for (int64_t i = i0; i < i1; i++) y[i] = x[i] > 6 ? 6 : x[i] > 0 ? x[i] : 0;
+        break;
     }
 }
 
@@ -357,19 +367,21 @@ static void unb_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     case U_BASE + NR_U_LOG: for (int64_t i = i0; i < i1; i++) gx[i] += g[i] / x[i]; break;
     case U_BASE + NR_U_SQRT: for (int64_t i = i0; i < i1; i++) gx[i] += g[i] * 0.5f / y[i]; break;
     case U_BASE + NR_U_ABS: for (int64_t i = i0; i < i1; i++) gx[i] += x[i] > 0 ? g[i] : x[i] < 0 ? -g[i] : 0; break;
+    case U_BASE + NR_U_RELU6: for (int64_t i = i0; i < i1; i++) gx[i] += y[i] > 0 && y[i] < 6 ? g[i] : 0; break;
     }
 }
 
 static nr_status un_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) {
     if (!gin[0]) return NR_OK;
-    unb_job j = {(int)n->p.i[0], (float)n->p.f[1], nr_data(n->in[0]),
+    const nr_tensor *x = n->in[0];
+    unb_job j = {(int)n->p.i[0], (float)n->p.f[1], x->storage ? nr_data(x) : NULL,
                  n->saved[0] ? nr_data(n->saved[0]) : NULL, nr_data(g), nr_data(gin[0])};
     nr_parallel_for(nr_numel(g), 32768, unb_task, &j);
     return NR_OK;
 }
 
 static const char *un_names[] = {"affine", "rdiv", "pow", "neg", "relu", "sigmoid",
-                                 "tanh", "exp", "log", "sqrt", "abs"};
+                                 "tanh", "exp", "log", "sqrt", "abs", "relu6"};
 
 static nr_status unary(nr_tensor **out, const nr_tensor *a, int kind, float s, float c) {
     *out = NULL;
@@ -392,6 +404,12 @@ static nr_status unary(nr_tensor **out, const nr_tensor *a, int kind, float s, f
             nr_save(n, 0, al);
             nr_tensor_release(al);
         }
+        /* backward of these reads only the output (or nothing) */
+        int y_only = kind == 0 || kind == U_BASE + NR_U_NEG || kind == U_BASE + NR_U_RELU ||
+                     kind == U_BASE + NR_U_SIGMOID || kind == U_BASE + NR_U_TANH ||
+                     kind == U_BASE + NR_U_EXP || kind == U_BASE + NR_U_SQRT ||
+                     kind == U_BASE + NR_U_RELU6;
+        if (y_only && (n->saved[0] || !need_y)) nr_forget_input(n, 0);
     }
     nr_tensor_release(x);
     *out = y;
@@ -403,7 +421,7 @@ nr_status nr_rdiv_scalar(nr_tensor **o, const nr_tensor *a, float s) { return un
 nr_status nr_pow_scalar(nr_tensor **o, const nr_tensor *a, float e) { return unary(o, a, 2, e, 0); }
 
 nr_status nr_unary_op(nr_tensor **o, const nr_tensor *a, nr_unary op) {
-    if ((int)op < 0 || op > NR_U_ABS) return nr_seterror(NR_EUSAGE, "unary: bad op %d", (int)op);
+    if ((int)op < 0 || op > NR_U_RELU6) return nr_seterror(NR_EUSAGE, "unary: bad op %d", (int)op);
     return unary(o, a, U_BASE + (int)op, 0, 0);
 }
 
@@ -604,7 +622,8 @@ static nr_status contig_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gi
 nr_status nr_contiguous(nr_tensor **out, const nr_tensor *a) {
     *out = nr_tensor_clone(a);
     if (!*out) return NR_ENOMEM;
-    nr_record(*out, "contiguous", contig_bwd, 1, (nr_tensor *[]){(nr_tensor *)a});
+    nr_node *n = nr_record(*out, "contiguous", contig_bwd, 1, (nr_tensor *[]){(nr_tensor *)a});
+    if (n) nr_forget_input(n, 0);
     return NR_OK;
 }
 
@@ -666,7 +685,8 @@ nr_status nr_reshape(nr_tensor **out, const nr_tensor *a, int ndim, const int64_
         nr_tensor_release(x);
         return NR_ENOMEM;
     }
-    nr_record(v, "reshape", flat_bwd, 1, &x);
+    nr_node *nd = nr_record(v, "reshape", flat_bwd, 1, &x);
+    if (nd) nr_forget_input(nd, 0); /* views: backward needs shapes only */
     nr_tensor_release(x);
     *out = v;
     return NR_OK;
@@ -701,6 +721,7 @@ nr_status nr_narrow(nr_tensor **out, const nr_tensor *a, int dim, int64_t start,
         n->p.i[0] = dim;
         n->p.i[1] = start;
         n->p.i[2] = len;
+        nr_forget_input(n, 0);
     }
     *out = v;
     return NR_OK;
@@ -740,6 +761,7 @@ nr_status nr_transpose(nr_tensor **out, const nr_tensor *a, int d0, int d1) {
     if (n) {
         n->p.i[0] = d0;
         n->p.i[1] = d1;
+        nr_forget_input(n, 0);
     }
     *out = v;
     return NR_OK;
@@ -786,7 +808,10 @@ static nr_status cat_small(nr_tensor **out, int n, nr_tensor *const *xs, int dim
         off += xs[k]->ne[dim];
     }
     nr_node *nd = nr_record(o, "cat", cat_bwd, n, xs);
-    if (nd) nd->p.i[0] = dim;
+    if (nd) {
+        nd->p.i[0] = dim;
+        for (int k = 0; k < n; k++) nr_forget_input(nd, k); /* shapes only */
+    }
     *out = o;
     return NR_OK;
 }
@@ -865,8 +890,10 @@ nr_status nr_pad(nr_tensor **out, const nr_tensor *a, int npad, const int64_t *p
     nr_copy_into(v, a);
     nr_tensor_release(v);
     nr_node *n = nr_record(o, "pad", pad_bwd, 1, (nr_tensor *[]){(nr_tensor *)a});
-    if (n)
+    if (n) {
         for (int i = 0; i < a->ndim; i++) n->p.i[i] = lo[i];
+        nr_forget_input(n, 0);
+    }
     *out = o;
     return NR_OK;
 }
@@ -908,6 +935,7 @@ nr_status nr_subsample(nr_tensor **out, const nr_tensor *a, int64_t s, int64_t o
         n->p.i[0] = s;
         n->p.i[1] = oh;
         n->p.i[2] = ow;
+        nr_forget_input(n, 0);
     }
     *out = v;
     return NR_OK;

@@ -18,15 +18,27 @@ typedef struct {
     int64_t inner, C, plane; /* attn: plane = H*W, C channels */
 } mix_job;
 
+#define WS_BLK 4096 /* elements per block: the inputs' slices stay in L1/L2 */
+
+/* o = sum_k w[k] * x[k], block by block: the first nonzero weight writes,
+   the others add while the block is still in cache. */
 static void wsum_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     mix_job *j = ctx;
     float *restrict o = j->o;
-    for (int64_t i = i0; i < i1; i++) o[i] = 0;
-    for (int k = 0; k < j->n; k++) {
-        const float *restrict x = j->x[k];
-        float wk = j->w[k];
-        if (wk == 0.0f) continue; /* exact zeros add nothing (one-hot arch) */
-        for (int64_t i = i0; i < i1; i++) o[i] += wk * x[i];
+    for (int64_t b0 = i0; b0 < i1; b0 += WS_BLK) {
+        int64_t b1 = b0 + WS_BLK < i1 ? b0 + WS_BLK : i1;
+        int first = 1;
+        for (int k = 0; k < j->n; k++) {
+            const float *restrict x = j->x[k];
+            float wk = j->w[k];
+            if (wk == 0.0f) continue; /* exact zeros add nothing (one-hot arch) */
+            if (first)
+                for (int64_t i = b0; i < b1; i++) o[i] = wk * x[i];
+            else
+                for (int64_t i = b0; i < b1; i++) o[i] += wk * x[i];
+            first = 0;
+        }
+        if (first) memset(o + b0, 0, (size_t)(b1 - b0) * sizeof(float));
     }
 }
 
@@ -60,23 +72,39 @@ typedef struct {
     const float *const *x;
     const float *w, *g;
     float *const *gx;
-    double *gw;      /* [nth][n] partial dots */
+    double *gw;      /* [nblk][n] partial dots, one row per block of WS_BLK */
+    int64_t numel;
+    unsigned fresh;  /* gx[k] uninitialised: write, not add */
 } wsb_job;
 
-static void wsum_bwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+/* Over blocks of WS_BLK elements: gx[k] (+)= w[k] * g, and each block's
+   dots x[k].g in its own row of gw, summed in block order afterwards, so
+   the weights' gradient does not depend on the number of threads. */
+static void wsum_bwd_task(void *ctx, int64_t blk0, int64_t blk1, int ith) {
     wsb_job *j = ctx;
     const float *restrict g = j->g;
-    for (int k = 0; k < j->n; k++) {
-        if (j->gx[k]) {
-            float *restrict gx = j->gx[k];
-            float wk = j->w[k];
-            for (int64_t i = i0; i < i1; i++) gx[i] += wk * g[i];
-        }
-        if (j->gw) {
-            const float *restrict x = j->x[k];
-            float s = 0;
-            for (int64_t i = i0; i < i1; i++) s += x[i] * g[i];
-            j->gw[ith * j->n + k] = s;
+    for (int64_t blk = blk0; blk < blk1; blk++) {
+        int64_t b0 = blk * WS_BLK, b1 = b0 + WS_BLK < j->numel ? b0 + WS_BLK : j->numel;
+        for (int k = 0; k < j->n; k++) {
+            if (j->gx[k]) {
+                float *restrict gx = j->gx[k];
+                float wk = j->w[k];
+                if ((j->fresh >> k) & 1)
+                    for (int64_t i = b0; i < b1; i++) gx[i] = wk * g[i];
+                else
+                    for (int64_t i = b0; i < b1; i++) gx[i] += wk * g[i];
+            }
+            if (j->gw) {
+                const float *restrict x = j->x[k];
+                float l[16] = {0};
+                int64_t i = b0;
+                for (; i + 16 <= b1; i += 16)
+                    for (int q = 0; q < 16; q++) l[q] += x[i + q] * g[i + q];
+                double s = 0;
+                for (; i < b1; i++) s += (double)x[i] * g[i];
+                for (int q = 0; q < 16; q++) s += l[q];
+                j->gw[blk * j->n + k] = s;
+            }
         }
     }
 }
@@ -86,20 +114,24 @@ static nr_status wsum_bwd(nr_node *nd, const nr_tensor *g, nr_tensor *const *gin
     const float *x[NR_MAXIN];
     float *gx[NR_MAXIN];
     for (int k = 0; k < n; k++) {
-        x[k] = nr_data(nd->in[k]);
+        x[k] = nd->in[k]->storage ? nr_data(nd->in[k]) : NULL;
         gx[k] = gin[k] ? nr_data(gin[k]) : NULL;
     }
     nr_tensor *wt = nr_contig(nd->in[n]);
     if (!wt) return NR_ENOMEM;
-    int nth = nr_num_threads();
-    double *gw = gin[n] ? calloc((size_t)nth * n + 1, sizeof(double)) : NULL;
-    wsb_job j = {n, x, nr_data(wt), nr_data(g), gx, gw};
-    nr_parallel_for(nr_numel(g), 16384, wsum_bwd_task, &j);
+    int64_t numel = nr_numel(g), nblk = (numel + WS_BLK - 1) / WS_BLK;
+    double *gw = gin[n] ? calloc((size_t)(nblk * n) + 1, sizeof(double)) : NULL;
+    if (gin[n] && !gw) {
+        nr_tensor_release(wt);
+        return nr_seterror(NR_ENOMEM, "weighted_sum backward: out of memory");
+    }
+    wsb_job j = {n, x, nr_data(wt), nr_data(g), gx, gw, numel, nd->fresh};
+    nr_parallel_for(nblk, 4, wsum_bwd_task, &j);
     if (gw) {
         float *gwd = nr_data(gin[n]);
         for (int k = 0; k < n; k++) {
             double s = 0;
-            for (int t = 0; t < nth; t++) s += gw[t * n + k];
+            for (int64_t b = 0; b < nblk; b++) s += gw[b * n + k];
             gwd[k] += (float)s;
         }
         free(gw);
@@ -129,7 +161,12 @@ nr_status nr_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs, const nr
         nr_tensor *ins[NR_MAXIN];
         for (int k = 0; k < n; k++) ins[k] = cx[k];
         ins[n] = (nr_tensor *)w;
-        nr_record(o, "weighted_sum", wsum_bwd, n + 1, ins);
+        nr_node *nd = nr_record(o, "weighted_sum", wsum_bwd, n + 1, ins);
+        if (nd) {
+            nd->writes = (1u << n) - 1; /* the inputs' gradients, not the weights' */
+            if (!nr_needs_grad(w)) /* fixed weights: backward reads no input */
+                for (int k = 0; k < n; k++) nr_forget_input(nd, k);
+        }
     }
     for (int k = 0; k < n; k++) nr_tensor_release(cx[k]);
     nr_tensor_release(wt);

@@ -35,45 +35,70 @@ static inline double dsum(const float *p, int64_t n) {
     return s + ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
 }
 
-/* sum((p - mean)^2) in double */
-static inline double dsumsq(const float *p, int64_t n, double mean) {
-    double l[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            double d = p[i + j] - mean;
-            l[j] += d * d;
-        }
+/* Batch-norm sums: 16 float lanes over chunks of at most 2048 values (128
+   per lane), each chunk added to a double.  Twice the lanes of the double
+   versions and no conversions, with rounding errors of the order of a
+   float's over ~128 terms. */
+#define BN_CHUNK 2048
+
+static inline double bsum(const float *p, int64_t n) {
     double s = 0;
-    for (; i < n; i++) {
-        double d = p[i] - mean;
-        s += d * d;
+    for (int64_t c0 = 0; c0 < n; c0 += BN_CHUNK) {
+        int64_t c1 = c0 + BN_CHUNK < n ? c0 + BN_CHUNK : n, i = c0;
+        float l[16] = {0};
+        for (; i + 16 <= c1; i += 16)
+            for (int j = 0; j < 16; j++) l[j] += p[i + j];
+        for (; i < c1; i++) s += p[i];
+        float t = 0;
+        for (int j = 0; j < 16; j++) t += l[j];
+        s += t;
     }
-    return s + ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+    return s;
 }
 
-/* sum(g) and sum(g * (x - mean)) in double */
-static inline void dsum_gx(const float *g, const float *x, int64_t n, double mean,
-                           double *sg, double *sgx) {
-    double a[8] = {0}, b[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            double gv = g[i + j];
-            a[j] += gv;
-            b[j] += gv * (x[i + j] - mean);
+/* sum((p - mean)^2) */
+static inline double bsumsq(const float *p, int64_t n, float mean) {
+    double s = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += BN_CHUNK) {
+        int64_t c1 = c0 + BN_CHUNK < n ? c0 + BN_CHUNK : n, i = c0;
+        float l[16] = {0};
+        for (; i + 16 <= c1; i += 16)
+            for (int j = 0; j < 16; j++) {
+                float d = p[i + j] - mean;
+                l[j] += d * d;
+            }
+        for (; i < c1; i++) s += (double)(p[i] - mean) * (p[i] - mean);
+        float t = 0;
+        for (int j = 0; j < 16; j++) t += l[j];
+        s += t;
+    }
+    return s;
+}
+
+/* sum(g) and sum(g * (x - mean)) */
+static inline void bsum_gx(const float *g, const float *x, int64_t n, float mean, double *sg,
+                           double *sgx) {
+    for (int64_t c0 = 0; c0 < n; c0 += BN_CHUNK) {
+        int64_t c1 = c0 + BN_CHUNK < n ? c0 + BN_CHUNK : n, i = c0;
+        float a[16] = {0}, b[16] = {0};
+        for (; i + 16 <= c1; i += 16)
+            for (int j = 0; j < 16; j++) {
+                a[j] += g[i + j];
+                b[j] += g[i + j] * (x[i + j] - mean);
+            }
+        double s1 = 0, s2 = 0;
+        for (; i < c1; i++) {
+            s1 += g[i];
+            s2 += (double)g[i] * (x[i] - mean);
         }
-    double s1 = 0, s2 = 0;
-    for (; i < n; i++) {
-        s1 += g[i];
-        s2 += (double)g[i] * (x[i] - mean);
+        float t1 = 0, t2 = 0;
+        for (int j = 0; j < 16; j++) {
+            t1 += a[j];
+            t2 += b[j];
+        }
+        *sg += s1 + t1;
+        *sgx += s2 + t2;
     }
-    for (int j = 0; j < 8; j++) {
-        s1 += a[j];
-        s2 += b[j];
-    }
-    *sg += s1;
-    *sgx += s2;
 }
 
 /* exp(x) in float, vectorisable (Cephes expf: 2^n * p(r), |r| <= ln2/2;
@@ -188,9 +213,10 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             double sq = 0;
             if (j->training) {
                 double s = 0;
-                for (int64_t n = 0; n < N; n++) s += dsum(x + n * CS + c * S, S);
+                for (int64_t n = 0; n < N; n++) s += bsum(x + n * CS + c * S, S);
                 j->mean[c] = s / M;
-                for (int64_t n = 0; n < N; n++) sq += dsumsq(x + n * CS + c * S, S, j->mean[c]);
+                const float mf = (float)j->mean[c];
+                for (int64_t n = 0; n < N; n++) sq += bsumsq(x + n * CS + c * S, S, mf);
             }
             bn_fwd_coef(j, c, sq);
             const float m = j->mf[c], sc = j->sc[c], sh = j->sh[c];
@@ -211,7 +237,7 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             if (S == 1)
                 for (int64_t c = c0; c < c1; c++) acc[c] += xb[c];
             else
-                for (int64_t c = c0; c < c1; c++) acc[c] += dsum(xb + c * S, S);
+                for (int64_t c = c0; c < c1; c++) acc[c] += bsum(xb + c * S, S);
         }
         for (int64_t c = c0; c < c1; c++) {
             j->mean[c] = acc[c] / M;
@@ -225,7 +251,7 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                     acc[c] += d * d;
                 }
             else
-                for (int64_t c = c0; c < c1; c++) acc[c] += dsumsq(xb + c * S, S, j->mean[c]);
+                for (int64_t c = c0; c < c1; c++) acc[c] += bsumsq(xb + c * S, S, (float)j->mean[c]);
         }
     }
     for (int64_t c = c0; c < c1; c++) bn_fwd_coef(j, c, j->training ? acc[c] : 0);
@@ -251,6 +277,8 @@ typedef struct {
     float *gx, *gw, *gb;
     int64_t N, C, S;
     int training;
+    int xhat;             /* x holds the normalised output, not the input */
+    int fresh;            /* gx is uninitialised: write it, do not add */
     const double *mean, *invstd;
     double *sg, *sgx;     /* [C] work */
     float *k1, *k2, *k3, *mf; /* [C] work */
@@ -258,32 +286,41 @@ typedef struct {
 } bn_bwd;
 
 /* Per-channel gradient coefficients: dx = k1 * g + k2 * (x - mf) + k3, and
-   the weight/bias gradients, from sg = sum(g), sgx = sum(g * (x - mean)). */
+   the weight/bias gradients, from sg = sum(g), sgx = sum(g * (x - mean)).
+   When x is the saved normalised output xhat (j->xhat), mean is 0 and the
+   scale xhat = (x - mean) * invstd is already applied. */
 static void bn_bwd_coef(bn_bwd *j, int64_t c, double sg, double sgx) {
     const double M = j->M;
     double is = j->invstd[c];
-    if (j->gw) j->gw[c] += (float)(sgx * is);
+    double xs = j->xhat ? 1.0 : is; /* sgx * xs = sum(g * xhat) */
+    if (j->gw) j->gw[c] += (float)(sgx * xs);
     if (j->gb) j->gb[c] += (float)sg;
     double w = j->w ? j->w[c * j->ws] : 1.0;
     double k1 = w * is;
     j->k1[c] = (float)k1;
     if (j->training) {
         /* dx = k1 * (g - mean(g) - xhat * mean(g * xhat)) */
-        j->k2[c] = (float)(-k1 * is * is * sgx / M);
+        j->k2[c] = (float)(-k1 * xs * xs * sgx / M);
         j->k3[c] = (float)(-k1 * sg / M);
     } else {
         j->k2[c] = 0;
         j->k3[c] = 0;
     }
-    j->mf[c] = (float)j->mean[c];
+    j->mf[c] = j->xhat ? 0.0f : (float)j->mean[c];
 }
 
 static inline void bn_dx(float *dp, const float *gp, const float *xp, int64_t S, float k1,
-                         float k2, float k3, float m) {
-    if (k2 == 0 && k3 == 0)
+                         float k2, float k3, float m, int fresh) {
+    if (fresh) {
+        if (k2 == 0 && k3 == 0)
+            for (int64_t i = 0; i < S; i++) dp[i] = k1 * gp[i];
+        else
+            for (int64_t i = 0; i < S; i++) dp[i] = k1 * gp[i] + k2 * (xp[i] - m) + k3;
+    } else if (k2 == 0 && k3 == 0) {
         for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i];
-    else
+    } else {
         for (int64_t i = 0; i < S; i++) dp[i] += k1 * gp[i] + k2 * (xp[i] - m) + k3;
+    }
 }
 
 static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
@@ -295,12 +332,14 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             double sg = 0, sgx = 0;
             if (need_sums)
                 for (int64_t n = 0; n < N; n++)
-                    dsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, j->mean[c], &sg, &sgx);
+                    bsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, (float)j->mean[c],
+                            &sg, &sgx);
             bn_bwd_coef(j, c, sg, sgx);
             if (!j->gx) continue;
             for (int64_t n = 0; n < N; n++) {
                 int64_t o = n * CS + c * S;
-                bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
+                bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c],
+                      j->fresh);
             }
         }
         return;
@@ -317,7 +356,7 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                 }
             else
                 for (int64_t c = c0; c < c1; c++)
-                    dsum_gx(gb + c * S, xb + c * S, S, j->mean[c], &j->sg[c], &j->sgx[c]);
+                    bsum_gx(gb + c * S, xb + c * S, S, (float)j->mean[c], &j->sg[c], &j->sgx[c]);
         }
     }
     for (int64_t c = c0; c < c1; c++) bn_bwd_coef(j, c, j->sg[c], j->sgx[c]);
@@ -327,10 +366,12 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         float *db = j->gx + n * CS;
         if (S == 1)
             for (int64_t c = c0; c < c1; c++)
-                db[c] += j->k1[c] * gb[c] + j->k2[c] * (xb[c] - j->mf[c]) + j->k3[c];
+                db[c] = (j->fresh ? 0.0f : db[c]) + j->k1[c] * gb[c] +
+                        j->k2[c] * (xb[c] - j->mf[c]) + j->k3[c];
         else
             for (int64_t c = c0; c < c1; c++)
-                bn_dx(db + c * S, gb + c * S, xb + c * S, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
+                bn_dx(db + c * S, gb + c * S, xb + c * S, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c],
+                      j->fresh);
     }
 }
 
@@ -344,7 +385,7 @@ static void bn_sums_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         for (int64_t n = 0; n < N; n++) {
             const float *p = j->x + n * CS + c * S;
             s += dsum(p, S);
-            q += dsumsq(p, S, 0.0);
+            q += bsumsq(p, S, 0.0f);
         }
         j->acc[c] = s;
         j->acc[C + c] = q;
@@ -400,7 +441,7 @@ static void bn_bwd_sums_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     for (int64_t c = c0; c < c1; c++) {
         double sg = 0, sgx = 0;
         for (int64_t n = 0; n < N; n++)
-            dsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, j->mean[c], &sg, &sgx);
+            bsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, (float)j->mean[c], &sg, &sgx);
         j->sg[c] = sg;
         j->sgx[c] = sgx;
         if (j->gw) j->gw[c] += (float)(sgx * j->invstd[c]);
@@ -416,7 +457,7 @@ static void bn_bwd_dx_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         bn_bwd_coef(j, c, j->sg[c], j->sgx[c]);
         for (int64_t n = 0; n < N; n++) {
             int64_t o = n * CS + c * S;
-            bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c]);
+            bn_dx(j->gx + o, j->g + o, j->x + o, S, j->k1[c], j->k2[c], j->k3[c], j->mf[c], j->fresh);
         }
     }
 }
@@ -438,14 +479,17 @@ static nr_status bn_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *cons
         return nr_seterror(NR_ENOMEM, "batch_norm backward: out of memory");
     }
     const double *stats = nd->extra;
+    const int xhat = nd->saved[0] != NULL;
+    if (xhat) x = nd->saved[0];
     bn_bwd j = {
-        .x = nr_data(x), .g = nr_data(g),
+        .x = x->storage ? nr_data(x) : NULL, .g = nr_data(g),
         .w = w ? nr_data(w) : NULL, .ws = w ? w->st[0] : 0,
         .gx = gin[0] ? nr_data(gin[0]) : NULL,
         .gw = gin[1] ? nr_data(gin[1]) : NULL,
         .gb = gin[2] ? nr_data(gin[2]) : NULL,
-        .N = N, .C = C, .S = S, .training = (int)nd->p.i[0],
-        .mean = stats, .invstd = stats + C,
+        .N = N, .C = C, .S = S, .training = (int)nd->p.i[0], .xhat = xhat,
+        .fresh = (int)(nd->fresh & 1),
+        .mean = xhat ? stats + 2 * C : stats, .invstd = stats + C, /* xhat: zero means */
         .sg = (double *)work, .sgx = (double *)work + C,
     };
     float *fw = (float *)((double *)work + 2 * C);
@@ -554,9 +598,24 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
     nr_tensor *in[3] = {xc, (nr_tensor *)weight, (nr_tensor *)bias};
     nr_node *nd = nr_record(y, "batch_norm", bn_backward, 3, in);
     if (nd) {
+        nd->writes = 1; /* dx */
         nd->p.i[0] = j.training;
         nd->p.i[1] = sync;
-        nd->extra = stats; /* mean[C], invstd[C], the global count at [2C] */
+        nd->extra = stats; /* mean[C], invstd[C], then the global count at
+                              [2C] (synchronised) or zeros[C] (xhat) */
+        if (!weight && !bias && j.training && !sync) {
+            /* affine=False (every BN inside a DARTS op): the output is xhat,
+               which is all backward needs, and the input can die now (the
+               conv or pool before it no longer lives until backward).  Not
+               when synchronised: stats[2C] holds the global count there. */
+            for (int64_t c = 0; c < C; c++) stats[2 * C + c] = 0;
+            nr_tensor *al = nr_alias(y);
+            if (al) {
+                nr_save(nd, 0, al);
+                nr_tensor_release(al);
+                nr_forget_input(nd, 0);
+            }
+        }
     } else {
         free(stats);
     }

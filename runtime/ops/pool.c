@@ -3,14 +3,19 @@
 ** PyTorch's semantics (output size formula and ceil_mode rule, -inf
 ** padding for max, count_include_pad for avg, floor/ceil bins for
 ** adaptive), forward and backward, parallel over the N*C planes.
-** Max pooling keeps the argmax of every output (plane-local int32) in the
-** node's `extra`.
+** Max pooling keeps the argmax of every output in the node's `extra`: the
+** window tap as one byte when the window has at most 256 taps (a quarter
+** of an int32 plane index: DARTS' 3x3 pools hold 45 MB instead of 182),
+** else the plane-local int32 index.
 */
 #include "nasrt.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #define VL 16
 /* 16 lanes in one register (GCC vector extensions; two ymm without
@@ -22,13 +27,25 @@ typedef int32_t vi16 __attribute__((vector_size(64), aligned(4), may_alias));
 
 static inline int64_t rup(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
-/* the first n (<= 16) lanes of v to p */
+/* the first n (<= 16) lanes of v to p (a masked store with AVX-512; lane
+   by lane extraction cost more than the pooling itself on 28-wide rows) */
 static inline void vstore_n(float *p, vf16 v, int64_t n) {
     if (n >= VL) {
         VST(p, v);
     } else {
+#if defined(__AVX512F__)
+        _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
         for (int64_t l = 0; l < n; l++) p[l] = v[l];
+#endif
     }
+}
+
+/* the first n (<= 16) lanes of v, narrowed to bytes, to p */
+typedef uint8_t vu8x16 __attribute__((vector_size(16)));
+static inline void vstore_nb(uint8_t *p, vi16 v, int64_t n) {
+    vu8x16 b = __builtin_convertvector(v, vu8x16);
+    memcpy(p, &b, (size_t)(n < VL ? n : VL));
 }
 
 static inline void vstore_ni(int32_t *p, vi16 v, int64_t n) {
@@ -236,7 +253,11 @@ typedef struct {
     float *y, *gx;
     int32_t *idx;
     const float *rowf, *colf; /* avg: divisor factors per output row / column */
+    uint8_t *tap;             /* max: the argmax tap (instead of idx) */
 } pjob;
+
+/* max pooling stores taps (one byte) rather than plane indices */
+static int max_taps(const pshape *s) { return s->kh * s->kw <= 256; }
 
 /* ------------------------------------------------------------ max pool */
 
@@ -253,9 +274,29 @@ static void max_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
         ppad_fill(s, g, J->x + pl * H * W, P);
         float *y = J->y + pl * OH * OW;
         int32_t *idx = J->idx ? J->idx + pl * OH * OW : NULL;
+        uint8_t *tap = J->tap ? J->tap + pl * OH * OW : NULL;
         for (int64_t oh = 0; oh < OH; oh++) {
             const float *row = P + oh * s->sh * g->rs;
             const int64_t h0 = oh * s->sh - s->ph, hs = h0 > 0 ? h0 : 0;
+            if (tap) {
+                /* the same max, tracking the window tap of the argmax */
+                for (int64_t ob = 0; ob < OW; ob += VL) {
+                    vi16 ow = lane + (int32_t)ob;
+                    vi16 c0 = ow * (int32_t)s->sw - (int32_t)s->pw; /* window's first column */
+                    vi16 j0 = (vi16)((c0 < 0) & -c0);              /* first in-bounds tap column */
+                    vi16 mt = j0 + (int32_t)((hs - h0) * s->kw);   /* PyTorch: first element */
+                    vf16 m = (vf16){0} - INFINITY;
+                    for (int64_t t = 0; t < kk; t++) {
+                        vf16 v = VLD(row + g->toff[t] + ob);
+                        vi16 gt = (v > m) | (v != v);
+                        m = VBLEND(gt, v, m);
+                        mt = ((int32_t)t & gt) | (mt & ~gt);
+                    }
+                    vstore_n(y + oh * OW + ob, m, OW - ob);
+                    vstore_nb(tap + oh * OW + ob, mt, OW - ob);
+                }
+                continue;
+            }
             for (int64_t ob = 0; ob < OW; ob += VL) {
                 vi16 ow = lane + (int32_t)ob;
                 vi16 w0 = ow * (int32_t)s->sw - (int32_t)s->pw;
@@ -282,6 +323,23 @@ static void max_bwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const pjob *J = ctx;
     const pshape *s = J->s;
     const int64_t HW = s->H * s->W, OHW = s->OH * s->OW;
+    if (J->tap) {
+        int64_t off[256]; /* tap -> plane offset from the window's corner */
+        for (int64_t t = 0; t < s->kh * s->kw; t++) off[t] = (t / s->kw) * s->W + t % s->kw;
+        for (int64_t pl = p0; pl < p1; pl++) {
+            float *restrict gx = J->gx + pl * HW;
+            const float *restrict g = J->gy + pl * OHW;
+            const uint8_t *restrict tap = J->tap + pl * OHW;
+            for (int64_t oh = 0; oh < s->OH; oh++) {
+                const int64_t corner = (oh * s->sh - s->ph) * s->W - s->pw;
+                for (int64_t ow = 0; ow < s->OW; ow++) {
+                    int64_t k = oh * s->OW + ow;
+                    gx[corner + ow * s->sw + off[tap[k]]] += g[k];
+                }
+            }
+        }
+        return;
+    }
     for (int64_t pl = p0; pl < p1; pl++) {
         float *restrict gx = J->gx + pl * HW;
         const float *restrict g = J->gy + pl * OHW;
@@ -299,7 +357,9 @@ static nr_status max_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gi
         if (!(gc = nr_tensor_clone(gout))) return NR_ENOMEM;
         gout = gc;
     }
-    pjob J = {&s, NULL, NULL, nr_data(gout), NULL, nr_data(gin[0]), n->extra, NULL, NULL};
+    int taps = max_taps(&s);
+    pjob J = {&s, NULL, NULL, nr_data(gout), NULL, nr_data(gin[0]), taps ? NULL : n->extra,
+              NULL, NULL, taps ? n->extra : NULL};
     nr_parallel_for(s.P, plane_grain(s.OH * s.OW * 4), max_bwd_task, &J);
     nr_tensor_release(gc);
     return NR_OK;
@@ -319,9 +379,10 @@ nr_status nr_max_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
         nr_tensor_release(xc);
         return NR_ENOMEM;
     }
-    int32_t *idx = NULL;
+    void *idx = NULL; /* int32 indices, or taps */
+    const int taps = max_taps(&s);
     if (nr_grad_enabled() && nr_needs_grad(xc) && s.P > 0) {
-        idx = malloc((size_t)(s.P * s.OH * s.OW) * sizeof(int32_t));
+        idx = malloc((size_t)(s.P * s.OH * s.OW) * (taps ? 1 : sizeof(int32_t)));
         if (!idx) {
             nr_tensor_release(xc);
             nr_tensor_release(y);
@@ -334,7 +395,8 @@ nr_status nr_max_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
     } else {
         st = prealloc_scratch(g.psz, "max_pool2d");
         if (st == NR_OK) {
-            pjob J = {&s, &g, nr_data(xc), NULL, nr_data(y), NULL, idx, NULL, NULL};
+            pjob J = {&s, &g, nr_data(xc), NULL, nr_data(y), NULL, taps ? NULL : idx, NULL, NULL,
+                      taps ? idx : NULL};
             nr_parallel_for(s.P, plane_grain(s.H * s.W), max_fwd_task, &J);
         }
         free(g.toff);
@@ -349,6 +411,7 @@ nr_status nr_max_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
     if (n) {
         store_params(n, &s);
         n->extra = idx;
+        nr_forget_input(n, 0); /* backward needs the argmax only */
     } else {
         free(idx);
     }
@@ -432,6 +495,77 @@ static void avg_bwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     }
 }
 
+/* Backward at stride 1 as a gather: dx is the box sum of g / div, zero-
+   padded by k - 1 - p, i.e. the forward kernel run on the transposed
+   problem t (input OH x OW, output H x W): every dx element is written once
+   (no read-modify-write of a scatter), and written rather than added when
+   the accumulator is fresh. */
+typedef struct {
+    const pshape *s, *t;
+    const ppad *g;       /* t's padded geometry */
+    const float *gy, *rowf, *colf;
+    float *gx;
+    int fresh;
+} agjob;
+
+static void avg_bwd_gather_task(void *ctx, int64_t p0, int64_t p1, int ith) {
+    const agjob *J = ctx;
+    const pshape *s = J->s, *t = J->t;
+    const ppad *g = J->g;
+    const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, kk = s->kh * s->kw;
+    float *P = nr_scratch(ith, g->psz + (size_t)(OH * OW));
+    float *G = P + g->psz;
+    memset(P, 0, g->psz * sizeof(float));
+    for (int64_t pl = p0; pl < p1; pl++) {
+        const float *gy = J->gy + pl * OH * OW;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float rf = J->rowf[oh];
+            for (int64_t ow = 0; ow < OW; ow++)
+                G[oh * OW + ow] = gy[oh * OW + ow] / (rf * J->colf[ow]);
+        }
+        ppad_fill(t, g, G, P);
+        float *gx = J->gx + pl * H * W;
+        for (int64_t ih = 0; ih < H; ih++) {
+            const float *row = P + ih * g->rs;
+            float *d = gx + ih * W;
+            for (int64_t ob = 0; ob < W; ob += VL) {
+                vf16 acc = {0};
+                for (int64_t k = 0; k < kk; k++) acc += VLD(row + g->toff[k] + ob);
+                if (J->fresh) {
+                    vstore_n(d + ob, acc, W - ob);
+                } else if (W - ob >= VL) {
+                    VST(d + ob, VLD(d + ob) + acc);
+                } else {
+                    for (int64_t l = 0; l < W - ob; l++) d[ob + l] += acc[l];
+                }
+            }
+        }
+    }
+}
+
+static nr_status avg_bwd_gather(const pshape *s, const float *gy, float *gx, int fresh) {
+    pshape t = *s;
+    t.H = s->OH, t.W = s->OW, t.OH = s->H, t.OW = s->W;
+    t.ph = s->kh - 1 - s->ph, t.pw = s->kw - 1 - s->pw;
+    ppad g, go;
+    if (!ppad_init(&t, &g)) return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    if (!ppad_init(s, &go)) {
+        free(g.toff);
+        return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    }
+    float *f = avg_factors(s, go.OWr);
+    nr_status st = f ? prealloc_scratch(g.psz + (size_t)(s->OH * s->OW), "avg_pool2d")
+                     : nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
+    if (st == NR_OK) {
+        agjob J = {s, &t, &g, gy, f, f + s->OH, gx, fresh};
+        nr_parallel_for(s->P, plane_grain(s->H * s->W), avg_bwd_gather_task, &J);
+    }
+    free(f);
+    free(g.toff);
+    free(go.toff);
+    return st;
+}
+
 static nr_status avg_run(const pshape *s, const float *x, const float *gy, float *y, float *gx) {
     ppad g;
     if (!ppad_init(s, &g)) return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
@@ -439,7 +573,7 @@ static nr_status avg_run(const pshape *s, const float *x, const float *gy, float
     nr_status st = f ? prealloc_scratch(g.psz + (size_t)(s->OH * g.OWr), "avg_pool2d")
                      : nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
     if (st == NR_OK) {
-        pjob J = {s, &g, x, gy, y, gx, NULL, f, f + s->OH};
+        pjob J = {s, &g, x, gy, y, gx, NULL, f, f + s->OH, NULL};
         nr_parallel_for(s->P, plane_grain(s->H * s->W), x ? avg_fwd_task : avg_bwd_task, &J);
     }
     free(f);
@@ -456,7 +590,13 @@ static nr_status avg_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gi
         if (!(gc = nr_tensor_clone(gout))) return NR_ENOMEM;
         gout = gc;
     }
-    nr_status st = avg_run(&s, NULL, nr_data(gout), NULL, nr_data(gin[0]));
+    nr_status st;
+    if (s.sh == 1 && s.sw == 1) {
+        st = avg_bwd_gather(&s, nr_data(gout), nr_data(gin[0]), (int)(n->fresh & 1));
+    } else {
+        if (n->fresh & 1) memset(nr_data(gin[0]), 0, (size_t)nr_numel(gin[0]) * sizeof(float));
+        st = avg_run(&s, NULL, nr_data(gout), NULL, nr_data(gin[0]));
+    }
     nr_tensor_release(gc);
     return st;
 }
@@ -480,7 +620,11 @@ nr_status nr_avg_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
         return st;
     }
     nr_node *n = nr_record(y, "avg_pool2d", avg_bwd, 1, &xc);
-    if (n) store_params(n, &s);
+    if (n) {
+        store_params(n, &s);
+        n->writes = 1;
+        nr_forget_input(n, 0); /* backward needs the shape only */
+    }
     nr_tensor_release(xc);
     *out = y;
     return NR_OK;
@@ -560,7 +704,7 @@ static nr_status ad_bwd(nr_node *n, const nr_tensor *gout, nr_tensor *const *gin
         if (!(gc = nr_tensor_clone(gout))) return NR_ENOMEM;
         gout = gc;
     }
-    pjob J = {&s, NULL, NULL, nr_data(gout), NULL, nr_data(gin[0]), NULL, NULL, NULL};
+    pjob J = {&s, NULL, NULL, nr_data(gout), NULL, nr_data(gin[0]), NULL, NULL, NULL, NULL};
     nr_parallel_for(s.P, plane_grain(s.H * s.W), ad_bwd_task, &J);
     nr_tensor_release(gc);
     return NR_OK;
@@ -598,10 +742,13 @@ nr_status nr_adaptive_avg_pool2d(nr_tensor **out, const nr_tensor *x, int64_t oh
         nr_tensor_release(xc);
         return NR_ENOMEM;
     }
-    pjob J = {&s, NULL, nr_data(xc), NULL, nr_data(y), NULL, NULL, NULL, NULL};
+    pjob J = {&s, NULL, nr_data(xc), NULL, nr_data(y), NULL, NULL, NULL, NULL, NULL};
     nr_parallel_for(s.P, plane_grain(s.H * s.W), ad_fwd_task, &J);
     nr_node *n = nr_record(y, "adaptive_avg_pool2d", ad_bwd, 1, &xc);
-    if (n) store_params(n, &s);
+    if (n) {
+        store_params(n, &s);
+        nr_forget_input(n, 0);
+    }
     nr_tensor_release(xc);
     *out = y;
     return NR_OK;

@@ -28,7 +28,7 @@ return {
   {"blocks.py_round", "a string", function() return B.py_round("2.5") end, "py_round: expected a number, got string"},
   {"blocks.global_avg_pool", "nil", function() return B.global_avg_pool(nil) end, "global_avg_pool: expected a tensor input, got nil"},
   {"blocks.global_avg_pool", "a 2-d input", function() return B.global_avg_pool(nasrt.randn({2, 3})) end, "global_avg_pool: expected an input [N,C,H,W], got [2,3]"},
-  {"blocks.relu6", "a number", function() return B.relu6(3) end, "relu: argument #1: expected tensor, got number"},
+  {"blocks.relu6", "a number", function() return B.relu6(3) end, "relu6: argument #1: expected tensor, got number"},
   {"blocks.hsigmoid", "nil", function() return B.hsigmoid() end, "scale: argument #1: expected tensor, got nil"},
   {"blocks.swish", "a table", function() return B.swish({}) end, "sigmoid: argument #1: expected tensor, got table"},
   {"blocks.shuffle_split", "odd channels", function() return B.shuffle_split(x3) end, "shuffle_split: expected [N,C,H,W] with C even, got [2,3,6,6]"},
@@ -42,7 +42,7 @@ return {
 
   -- activations -----------------------------------------------------------
   {"blocks.ReLU6()", "an argument", function() return B.ReLU6(6) end, "ReLU6: the constructor takes no arguments, got 1"},
-  {"blocks.ReLU6.forward", "a string", function() return B.ReLU6()("x") end, "relu: argument #1: expected tensor, got string"},
+  {"blocks.ReLU6.forward", "a string", function() return B.ReLU6()("x") end, "relu6: argument #1: expected tensor, got string"},
   {"blocks.ReLU6.output_shape", "an empty shape", function() return B.ReLU6():output_shape({}) end, "ReLU6: expected an input shape like {1, 16, 32, 32}"},
   {"blocks.HSigmoid()", "an argument", function() return B.HSigmoid(true) end, "HSigmoid: the constructor takes no arguments"},
   {"blocks.HSigmoid.forward", "nil", function() return B.HSigmoid()(nil) end, "scale: argument #1: expected tensor, got nil"},
@@ -68,6 +68,10 @@ return {
   {"blocks.SepConv()", "fractional channels", function() return B.SepConv(8, 8.5, 3, 1, 1) end, "SepConv: cout must be an integer >= 1, got 8.5"},
   {"blocks.SepConv()", "a string affine", function() return B.SepConv(8, 8, 3, 1, 1, "no") end, "SepConv: options must be a table or a boolean (affine), got string"},
   {"blocks.DilConv()", "negative channels", function() return B.DilConv(-8, 8, 3, 1, 2, 2) end, "DilConv: cin must be an integer >= 1, got -8"},
+  {"blocks.SepConv.forward", "the wrong channels", function() return B.SepConv(8, 8, 3, 1, 1)(nasrt.randn({2, 3, 8, 8})) end,
+    "sep_conv2d: depthwise weight [8,1,3,3], expected [3,1,kh,kw] for input [2,3,8,8]"},
+  {"blocks.DilConv.forward", "a string", function() return B.DilConv(8, 8, 3, 1, 2, 2)("x") end,
+    "sep_conv2d: argument #1: expected tensor, got string"},
   {"blocks.DilConv()", "dilation 0", function() return B.DilConv(8, 8, 3, 1, 2, 0) end, "Conv2d: kernel_size 3, stride 1, dilation 0 must be >= 1"},
   {"blocks.Conv7x1_1x7()", "stride 3", function() return B.Conv7x1_1x7(8, 3) end, "Conv7x1_1x7: stride must be 1 or 2, got 3"},
   {"blocks.Conv7x1_1x7()", "no channels", function() return B.Conv7x1_1x7() end, "Conv7x1_1x7: C must be an integer >= 1, got nil"},

@@ -66,6 +66,9 @@ return {
   {"F.div", "shapes", function() return F.div(nasrt.randn({3, 2}), nasrt.randn({2, 3})) end, "div", "[3,2]"},
   {"F.div", "nil", function() return F.div(nil, m23) end, "div: argument #1"},
   {"F.relu", "nil", function() return F.relu(nil) end, "relu: argument #1: expected tensor, got nil"},
+  {"F.relu6", "a number", function() return F.relu6(3) end, "relu6: argument #1: expected tensor, got number"},
+  {"F.relu6", "a closed tensor", function() return F.relu6(closed) end, "relu6: argument #1: tensor used after close"},
+  {"nasrt.tape_memory", "a string", function() return nasrt.tape_memory("x") end, "tape_memory:"},
   {"F.relu", "a number", function() return F.relu(3) end, "relu"},
   {"F.sigmoid", "a table", function() return F.sigmoid({}) end, "sigmoid"},
   {"F.tanh", "closed tensor", function() return F.tanh(closed) end, "tanh", "after close"},
@@ -142,6 +145,17 @@ return {
   {"F.conv2d", "channels", function() return F.conv2d(nasrt.randn({2, 5, 8, 8}), w) end, "conv2d", "[2,5,8,8]", "[4,3,3,3]"},
   {"F.conv2d", "rank", function() return F.conv2d(m23, w) end, "conv2d", "[2,3]"},
   {"F.conv2d", "groups", function() return F.conv2d(x4, w, nil, {groups = 2}) end, "conv2d"},
+  {"F.sep_conv2d", "depthwise weight", function()
+    return F.sep_conv2d(x4, nasrt.randn({2, 1, 3, 3}), nasrt.randn({4, 3, 1, 1})) end,
+    "sep_conv2d: depthwise weight [2,1,3,3], expected [3,1,kh,kw] for input [2,3,8,8]"},
+  {"F.sep_conv2d", "pointwise weight", function()
+    return F.sep_conv2d(x4, nasrt.randn({3, 1, 3, 3}), nasrt.randn({4, 2, 1, 1})) end, "sep_conv2d: pointwise weight"},
+  {"F.sep_conv2d", "kernel larger than the input", function()
+    return F.sep_conv2d(nasrt.randn({1, 3, 2, 2}), nasrt.randn({3, 1, 3, 3}), nasrt.randn({3, 3, 1, 1})) end,
+    "sep_conv2d: input"},
+  {"F.sep_conv2d", "relu option not a boolean", function()
+    return F.sep_conv2d(x4, nasrt.randn({3, 1, 3, 3}), nasrt.randn({4, 3, 1, 1}), {relu = 1}) end,
+    "relu must be a boolean"},
   {"F.conv2d", "unknown option", function() return F.conv2d(x4, w, nil, {strid = 2}) end, "unknown option 'strid'"},
   {"F.conv2d", "stride 0", function() return F.conv2d(x4, w, nil, {stride = 0}) end, "conv2d: stride must be >= 1"},
   {"F.conv2d", "huge stride", function() return F.conv2d(x4, w, nil, {stride = math.maxinteger}) end, "conv2d:", "exceeds"},

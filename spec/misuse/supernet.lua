@@ -80,7 +80,7 @@ return {
   {"supernet.agnas_SearchNetwork.agnas_genotype", "a DARTS net as self", function() return agnas.agnas_genotype(darts) end, "AGNASSearchNetwork.agnas_genotype: self is a DARTSSearchNetwork"},
   {"supernet.darts_MixedOp.forward", "weights of the wrong size", function() return mixed(nasrt.randn({2, 4, 8, 8}), nasrt.randn({3})) end, "MixedOp: weights must be a tensor of 8 numbers (one per primitive), got [3]"},
   {"supernet.darts_MixedOp.forward", "no weights", function() return mixed(nasrt.randn({2, 4, 8, 8})) end, "MixedOp: weights must be a tensor of 8 numbers (one per primitive), got nil"},
-  {"supernet.AGNASEdge.forward", "the wrong channels", function() return edge(x3) end, "conv2d: input channels (3) not divisible by groups (4)"},
+  {"supernet.AGNASEdge.forward", "the wrong channels", function() return edge(x3) end, "sep_conv2d: depthwise weight [4,1,3,3], expected [3,1,kh,kw] for input [2,3,8,8]"},
   {"supernet.AGNASEdge.mix", "a string", function() return edge:mix("x") end, "AGNASEdge: the input must be a tensor, got string"},
 
   -- genotypes and the discrete network -------------------------------------

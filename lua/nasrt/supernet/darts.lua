@@ -168,13 +168,8 @@ end
 -- NOTE(deviation): DARTS' own FactorizedReduce fails on odd sizes.
 local function fr_forward(fr, rx)
   local s = rx:shape()
-  local shifted
-  if s[3] % 2 == 1 or s[4] % 2 == 1 then
-    shifted = F.narrow(F.narrow(F.pad(rx, { 0, 1, 0, 1 }), 3, 2, s[3]), 4, 2, s[4])
-  else
-    shifted = F.narrow(F.narrow(rx, 3, 2, s[3] - 1), 4, 2, s[4] - 1)
-  end
-  return fr.bn(F.cat({ fr.conv_1(rx), fr.conv_2(shifted) }, 2))
+  local odd = s[3] % 2 == 1 or s[4] % 2 == 1
+  return fr.bn(F.cat({ fr.conv_1(rx), fr:_conv_shifted(rx, odd) }, 2))
 end
 
 local function run_op(rec, x, rc)

@@ -412,6 +412,10 @@ describe("nasrt plot on tiny runs", function()
     local r = assert(run.load(dirs.agnas))
     assert.are.equal("agnas", r.method)
     local last = r:records("epoch")[2]
+    -- the final `done` line has val_acc but no step: it belongs to the last step
+    local xs, ys = r:series("val_acc")
+    assert.are.same({ r:records("epoch")[1].step, last.step }, xs)
+    assert.are.same({ r:records("epoch")[1].val_acc, last.val_acc }, ys)
     local prims = r.arch.primitives
     for cell, kind in ipairs { "reduce", "reduce" } do    -- 2 cells: both reductions
       local name = ("attention_cell%d_%s"):format(cell - 1, kind)

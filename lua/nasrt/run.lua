@@ -123,21 +123,26 @@ end
 -- (default: every record that has the key) and `phase` (optional).  A
 -- step that comes again (a resumed run re-logging what it redid) replaces
 -- the earlier points from there on.  opts.x names the x key (default
--- "step"; records without it count 1, 2, ...).
+-- "step").  A record without it (AGNAS' final `done` line) is placed at
+-- the x of the last record before it that has one; when none has, the
+-- records count 1, 2, ...
+-- @tparam string key the logged field
+-- @tparam[opt] table opts {kind=, phase=, x="step"}
 -- @treturn {number,...} xs
 -- @treturn {number,...} ys
 function Run:series(key, opts)
   opts = opts or {}
   local xkey = opts.x or "step"
   local xs, ys = {}, {}
-  local n = 0
+  local n, last_x = 0, nil
   for _, rec in ipairs(self.log) do
     local v = rec[key]
+    if type(rec[xkey]) == "number" then last_x = rec[xkey] end
     if type(v) == "number" and (opts.kind == nil or kind_of(rec) == opts.kind)
         and (opts.phase == nil or rec.phase == opts.phase) then
       n = n + 1
       local x = rec[xkey]
-      if type(x) ~= "number" then x = n end
+      if type(x) ~= "number" then x = last_x or n end
       while #xs > 0 and xs[#xs] >= x do
         xs[#xs], ys[#ys] = nil, nil
       end

@@ -114,6 +114,15 @@ describe("recipes/darts.lua, att_darts.lua, gdas.lua", function()
         cfg.grad_clip, cfg.batch_size })
     assert.is_truthy(recipe.usage(load_recipe("att_darts")):find("--attentions", 1, true))
     assert.is_truthy(recipe.usage(load_recipe("gdas")):find("--tau_max", 1, true))
+    -- the usage line names the script that was run (examples/, a copy elsewhere)
+    assert.are.equal("usage: nasrt recipes/gdas.lua [--key=value ...]",
+      recipe.usage(load_recipe("gdas")):match("^[^\n]*"))
+    assert.are.equal("usage: nasrt examples/mine.lua [--key=value ...]",
+      recipe.usage(load_recipe("gdas"), "examples/mine.lua"):match("^[^\n]*"))
+    for line in recipe.usage(load_recipe("gdas")):gmatch("\n  (%-%-[^\n]*)") do
+      assert.are.equal(" ", line:sub(25, 25), line)        -- one column for every help text
+      assert.are_not.equal(" ", line:sub(26, 26), line)
+    end
   end)
 
   local cases = {

@@ -87,9 +87,16 @@ local function coerce(name, text, default)
 end
 
 --- Usage text listing every option with its default and help.
-function M.usage(R)
+-- @tparam table R the recipe
+-- @tparam[opt] string script the path it was run from (default recipes/<name>.lua)
+-- @treturn string the text
+function M.usage(R, script)
   check_recipe(R, "usage")
-  local lines = { ("usage: nasrt recipes/%s.lua [--key=value ...]"):format(R.name or "recipe") }
+  if script ~= nil and type(script) ~= "string" then
+    error(("recipe.usage: script must be a string, got %s"):format(type(script)), 2)
+  end
+  local lines = { ("usage: nasrt %s [--key=value ...]"):format(
+    script or ("recipes/%s.lua"):format(R.name or "recipe")) }
   if R.description then lines[#lines + 1] = "\n" .. R.description end
   lines[#lines + 1] = "\noptions (default in brackets):"
   for _, d in ipairs(R.defaults or {}) do
@@ -97,9 +104,9 @@ function M.usage(R)
     if type(v) == "string" and v == "" then v = '""' end
     lines[#lines + 1] = ("  --%-22s %s [%s]"):format(d[1], d[3] or "", tostring(v))
   end
-  lines[#lines + 1] = "  --resume RUNDIR         continue an interrupted run"
-  lines[#lines + 1] = "  --out DIR              run directory (default runs/<name>-<time>)"
-  lines[#lines + 1] = "  --help                 this text"
+  lines[#lines + 1] = ("  %-24s %s"):format("--resume RUNDIR", "continue an interrupted run")
+  lines[#lines + 1] = ("  %-24s %s"):format("--out DIR", "run directory (default runs/<name>-<time>)")
+  lines[#lines + 1] = ("  %-24s %s"):format("--help", "this text")
   return table.concat(lines, "\n")
 end
 
@@ -690,13 +697,14 @@ end
 function M.main(R, argv)
   check_recipe(R, "main")
   check_argv(argv, "main")
+  local script = type(argv) == "table" and type(argv[0]) == "string" and argv[0] or nil
   local ok, cfg, why, given = pcall(M.parse, R, argv)
   if not ok then
-    io.stderr:write(("%s: %s\n\n%s\n"):format(R.name or "recipe", cfg, M.usage(R)))
+    io.stderr:write(("%s: %s\n\n%s\n"):format(R.name or "recipe", cfg, M.usage(R, script)))
     os.exit(2)
   end
   if not cfg and why == "help" then
-    print(M.usage(R))
+    print(M.usage(R, script))
     return
   end
   if nasrt.catch_interrupt then nasrt.catch_interrupt(true) end

@@ -146,6 +146,7 @@ return {
   {"recipe.parse", "argv a string", function() return recipe.parse(R, "--epochs=3") end, "recipe.parse: argv must be a list of strings, got string"},
   {"recipe.parse", "a number in argv", function() return recipe.parse(R, {3}) end, "recipe.parse: argv[1] must be a string, got number"},
   {"recipe.usage", "a string", function() return recipe.usage("darts") end, "recipe.usage: expected a recipe table"},
+  {"recipe.usage", "script a number", function() return recipe.usage(R, 5) end, "recipe.usage: script must be a string, got number"},
   {"recipe.usage", "defaults a string", function() return recipe.usage({name = "x", defaults = "none"}) end, "recipe.usage: defaults must be a list of {name, default, help}"},
   {"recipe.with_defaults", "cfg a number", function() return recipe.with_defaults(R, 3) end, "recipe.with_defaults: cfg must be a table, got number"},
   {"recipe.with_defaults", "no recipe", function() return recipe.with_defaults() end, "recipe.with_defaults: expected a recipe table"},

@@ -135,6 +135,8 @@ function M.parse(R, argv)
       if key == "help" then return nil, "help"
       elseif map[key] and type(map[key][2]) == "boolean" then val = true
       elseif neg and map[neg] and type(map[neg][2]) == "boolean" then key, val = neg, false
+      elseif not map[key] and not extra[key] then
+        error(("unknown option --%s (known: %s)"):format(key, table.concat(order, ", ")), 0)
       else
         val = argv[i + 1]
         if val == nil then error(("option --%s needs a value"):format(key), 0) end

@@ -140,6 +140,7 @@ return {
   {"recipe.parse", "a number for an integer", function() return recipe.parse(R, {"--epochs=2.5"}) end, "option --epochs expects an integer, got \"2.5\""},
   {"recipe.parse", "a word for a number", function() return recipe.parse(R, {"--lr", "fast"}) end, "option --lr expects a number, got \"fast\""},
   {"recipe.parse", "a bad boolean", function() return recipe.parse(R, {"--quiet=maybe"}) end, "option --quiet expects true or false, got \"maybe\""},
+  {"recipe.parse", "an unknown flag last", function() return recipe.parse(R, {"--bogus"}) end, "unknown option --bogus (known: "},
   {"recipe.parse", "a missing value", function() return recipe.parse(R, {"--lr"}) end, "option --lr needs a value"},
   {"recipe.parse", "a positional argument", function() return recipe.parse(R, {"fast"}) end, "unexpected argument \"fast\" (options look like --key=value)"},
   {"recipe.parse", "not a recipe", function() return recipe.parse(nil, {}) end, "recipe.parse: expected a recipe table"},

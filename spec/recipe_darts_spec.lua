@@ -125,6 +125,28 @@ describe("recipes/darts.lua, att_darts.lua, gdas.lua", function()
     end
   end)
 
+  it("draw the progress bar only when stderr is a terminal", function()
+    local bin = (os.getenv("NASRT_BUILD_DIR") or "./build") .. "/nasrt"
+    local err = os.tmpname()
+    local function stderr_of(tty)
+      local chunk = ("local p = require('nasrt.recipe').progress(4, {tty = %s}); p:update(4, 'x'); p:line('done')")
+        :format(tty)
+      local out = assert(io.popen(("env -u CI TERM=xterm %s -e %q 2>%s"):format(bin, chunk, err)))
+      local text = out:read("a")
+      out:close()
+      local f = assert(io.open(err))
+      local e = f:read("a")
+      f:close()
+      return text, e
+    end
+    local out, e = stderr_of("nil")              -- TERM is set, but stderr is a file
+    assert.truthy(out:find("^done  elapsed"), out)
+    assert.are.equal("", e)
+    out, e = stderr_of("true")                   -- forced on
+    assert.truthy(e:find("[####", 1, true), e)
+    os.remove(err)
+  end)
+
   local cases = {
     { "darts", "darts", {} },
     { "darts (second order)", "darts", { unrolled = true } },

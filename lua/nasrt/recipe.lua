@@ -306,9 +306,20 @@ local function fmt_time(s)
 end
 M.fmt_time = fmt_time
 
+-- stderr is a terminal (asked once, and only when TERM says there may be one)
+local stderr_tty
+local function stderr_is_tty()
+  if stderr_tty == nil then stderr_tty = os.execute("test -t 2") == true end
+  return stderr_tty
+end
+
 --- Progress over `total` units of work: `p:update(done, text)` redraws a
--- bar with the ETA when the terminal is interactive (at most 5 times a
--- second), `p:line(text)` prints a finished line with elapsed time and ETA.
+-- bar with the ETA when stderr is an interactive terminal (at most 5 times
+-- a second; not when it goes to a file or a pipe), `p:line(text)` prints a
+-- finished line with elapsed time and ETA.
+-- @tparam number total the units of work
+-- @tparam[opt] table opts {tty= (force the bar on or off), quiet=, start= (units done before)}
+-- @treturn table the progress object
 function M.progress(total, opts)
   if type(total) ~= "number" or not (total >= 0) then
     error(("recipe.progress: total must be a non-negative number, got %s"):format(tostring(total)), 2)
@@ -318,7 +329,9 @@ function M.progress(total, opts)
   end
   opts = opts or {}
   local tty = opts.tty
-  if tty == nil then tty = os.getenv("TERM") ~= nil and os.getenv("CI") == nil and not opts.quiet end
+  if tty == nil then
+    tty = os.getenv("TERM") ~= nil and os.getenv("CI") == nil and not opts.quiet and stderr_is_tty()
+  end
   return setmetatable({ total = math.max(total, 1), t0 = nasrt.clock(), last = 0, tty = tty,
     quiet = opts.quiet, done = 0, start_done = opts.start or 0 }, Progress)
 end

@@ -271,6 +271,16 @@ describe("nasrt.repl.help", function()
     check(nasrt, "nasrt.")
     check(nasrt.io, "io.")
     check(nasrt.sampler, "sampler.")
+    -- every sampler kind's methods (C metatables, reached through an instance)
+    local S = nasrt.sampler
+    for kind, s in pairs({ uniform = S.uniform { choices = { 2, 2 } },
+                           strict_fair = S.strict_fair { choices = { 2, 2 } },
+                           flops_bins = S.flops_bins { choices = { 2, 2 }, bins = { { 0, 10 } },
+                                                       flops = function() return 1 end },
+                           attentive = S.attentive { choices = { 2, 2 }, flops = function() return 1 end },
+                           sandwich = S.sandwich { choices = { 2, 2 } } }) do
+      check(getmetatable(s).__index, kind .. ":")
+    end
     table.sort(missing)
     assert.are.same({}, missing)
   end)

@@ -548,6 +548,18 @@ local function search_name(target)
       end
     end
   end
+  -- sampler methods live in the C metatables of the sampler kinds, not in
+  -- the tree: "nasrt.Sampler:randint" (the name core.luadoc gives them)
+  local reg = debug.getregistry()
+  for _, kind in ipairs({ "uniform", "strict_fair", "flops_bins", "attentive", "sandwich" }) do
+    local mt = reg["nasrt.sampler." .. kind]
+    local methods = type(mt) == "table" and rawget(mt, "__index")
+    if type(methods) == "table" then
+      for k, x in next, methods do
+        if x == target and type(k) == "string" then return "nasrt.Sampler:" .. k end
+      end
+    end
+  end
 end
 
 --- The name of a value in the nasrt tree ("nasrt.F.conv2d",

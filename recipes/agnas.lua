@@ -384,7 +384,7 @@ local function train_loop(run, cfg, D, opt, sched, hooks, st, label)
     nasrt.set_rng_state(st.rng)
     ep, step, trained, sums = st.epoch, st.step, st.trained, st.sums
     resume_loader = true
-    run:log { kind = "resume", phase = label, epoch = ep, step = step }
+    run:log { kind = "resume", phase = label, epoch = ep + 1, step = step }
   end
   local start_step = step
   local prog = run:progress(total, { start = step })
@@ -399,6 +399,8 @@ local function train_loop(run, cfg, D, opt, sched, hooks, st, label)
     run.interrupted = true
     return false
   end
+  -- ep counts from 0 here (the scheduler's and the loader's epoch); the log
+  -- and the terminal count from 1, as every other recipe
   while ep < cfg.epochs do
     sched:step(ep)
     local lr = opt:get_lr()
@@ -417,7 +419,7 @@ local function train_loop(run, cfg, D, opt, sched, hooks, st, label)
         loss = lb / b
         step = step + 1
         sums = { sums[1] + loss * b, sums[2] + correct, sums[3] + b }
-        run:log { kind = "step", phase = label, epoch = ep, step = step, loss = loss,
+        run:log { kind = "step", phase = label, epoch = ep + 1, step = step, loss = loss,
                   acc = correct / b, lr = lr }
         prog:update(step, ("%s epoch %d/%d loss %.4f"):format(label, ep + 1, cfg.epochs, loss))
         if cfg.print_every > 0 and step % cfg.print_every == 0 then
@@ -435,7 +437,7 @@ local function train_loop(run, cfg, D, opt, sched, hooks, st, label)
     end
     local rec = hooks.epoch_end(ep)
     if not rec then return stop() end
-    rec.kind, rec.phase, rec.epoch, rec.step, rec.lr = "epoch", label, ep, step, lr
+    rec.kind, rec.phase, rec.epoch, rec.step, rec.lr = "epoch", label, ep + 1, step, lr
     if sums[3] > 0 then rec.train_loss, rec.train_acc = sums[1] / sums[3], sums[2] / sums[3] end
     sums = { 0, 0, 0 }
     run:log(rec)

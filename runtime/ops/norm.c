@@ -107,6 +107,7 @@ static inline float fexp(float x) {
     const float hi = 88.3762626647949f, lo = -87.3365447504f;
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc;
+    xc = x != x ? 0.0f : xc; /* NaN: the result is x, but (int32_t)fn below must be defined */
     /* round to nearest via the 1.5 * 2^23 trick (floorf would not inline) */
     float fn = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
     float r = xc - fn * 0.693359375f + fn * 2.12194440e-4f;
@@ -118,7 +119,7 @@ static inline float fexp(float x) {
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
     union { int32_t i; float f; } sc;
-    sc.i = ((int32_t)fn + 127) << 23;
+    sc.i = (int32_t)((uint32_t)((int32_t)fn + 127) << 23);
     y *= sc.f;
     y = x > hi ? INFINITY : y;
     y = x < lo ? 0.0f : y;

@@ -12,14 +12,7 @@ local nasrt = require "nasrt"
 local nn, optim, F = nasrt.nn, nasrt.optim, nasrt.F
 
 local o = { steps = 5, warmup = 1, threads = 2, batch = 64, layers = 8, C = 16, workload = "darts" }
-local i = 1
-while arg and arg[i] do
-  local k, v = arg[i]:match("^%-%-(%w+)=?(.*)$")
-  if not k or o[k] == nil then error("unknown option " .. arg[i], 0) end
-  if v == "" then i = i + 1; v = arg[i] end
-  o[k] = type(o[k]) == "number" and (math.tointeger(tonumber(v)) or error("bad --" .. k, 0)) or v
-  i = i + 1
-end
+dofile((arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/args.lua").parse(o)
 nasrt.set_num_threads(o.threads)
 nasrt.manual_seed(0)
 

@@ -10,14 +10,7 @@ local nasrt = require "nasrt"
 local optim, F, dist = nasrt.optim, nasrt.F, nasrt.dist
 
 local o = { steps = 4, warmup = 1, batch = 64, layers = 8, C = 16 }
-local i = 1
-while arg and arg[i] do
-  local k, v = arg[i]:match("^%-%-(%w+)=?(.*)$")
-  if not k or o[k] == nil then error("unknown option " .. arg[i], 0) end
-  if v == "" then i = i + 1; v = arg[i] end
-  o[k] = math.tointeger(tonumber(v)) or error("bad --" .. k, 0)
-  i = i + 1
-end
+dofile((arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/args.lua").parse(o)
 
 nasrt.manual_seed(0)
 local function labels(n, seed)

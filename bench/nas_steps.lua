@@ -28,14 +28,7 @@ local here = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "bench"
 local pyrandom = dofile(here .. "/pyrandom.lua")
 
 local o = { workload = "", steps = 5, warmup = 1, threads = 2, batch = 0 }
-local i = 1
-while arg and arg[i] do
-  local k, v = arg[i]:match("^%-%-(%w+)=?(.*)$")
-  if not k or o[k] == nil then error("unknown option " .. arg[i], 0) end
-  if v == "" then i = i + 1; v = arg[i] end
-  o[k] = type(o[k]) == "number" and (math.tointeger(tonumber(v)) or error("bad --" .. k, 0)) or v
-  i = i + 1
-end
+dofile((arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/args.lua").parse(o)
 local B = o.batch > 0 and o.batch or ({ agnas = 64, single_path = 128, fair = 128, sandwich = 64 })[o.workload]
 if not B then error("--workload must be agnas, single_path, fair or sandwich", 0) end
 nasrt.set_num_threads(o.threads)

@@ -16,18 +16,7 @@ local nasrt = require "nasrt"
 
 local o = { threads = 2, reps = 3, steps = 2, warmup = 1, only = "", quick = false,
             ops = false, verbose = false }
-local i = 1
-while arg and arg[i] do
-  local k, v = arg[i]:match("^%-%-(%w+)=?(.*)$")
-  if not k or o[k] == nil then error("unknown option " .. arg[i], 0) end
-  if type(o[k]) == "boolean" then
-    o[k] = true
-  else
-    if v == "" then i = i + 1; v = arg[i] end
-    o[k] = type(o[k]) == "number" and (math.tointeger(tonumber(v)) or error("bad --" .. k, 0)) or v
-  end
-  i = i + 1
-end
+dofile((arg and arg[0] and arg[0]:match("^(.*)/") or "bench") .. "/args.lua").parse(o)
 if o.quick then o.reps, o.steps = 1, 1 end
 
 local here = arg[0]:match("^(.*)/[^/]*$") or "."

@@ -92,6 +92,20 @@ function H.nasrt_bin()
   return (os.getenv("NASRT_BUILD_DIR") or "./build") .. "/nasrt"
 end
 
+--- Removes a file or a folder with everything in it (spec temp folders).
+-- @tparam string path
+function H.rm_rf(path)
+  local lfs = require "lfs"
+  if lfs.attributes(path, "mode") == "directory" then
+    for f in lfs.dir(path) do
+      if f ~= "." and f ~= ".." then H.rm_rf(path .. "/" .. f) end
+    end
+    lfs.rmdir(path)
+  else
+    os.remove(path)
+  end
+end
+
 package.loaded["helpers"] = H
 _G.H = H
 return H

@@ -19,16 +19,7 @@ local function fresh(tag)
   return ("%s/%s-%d"):format(root, tag, n_dirs)
 end
 
-local function rm_rf(path)
-  if lfs.attributes(path, "mode") == "directory" then
-    for f in lfs.dir(path) do
-      if f ~= "." and f ~= ".." then rm_rf(path .. "/" .. f) end
-    end
-    lfs.rmdir(path)
-  else
-    os.remove(path)
-  end
-end
+local rm_rf = require("helpers").rm_rf
 teardown(function() rm_rf(root) end)
 
 local SPOS = K.CONFIGS.spos

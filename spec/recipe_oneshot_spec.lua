@@ -28,17 +28,7 @@ local function tmpdir(tag)
   return d
 end
 
-local function rm_rf(path)
-  if not recipe.exists(path) then return end
-  if lfs.attributes(path, "mode") == "directory" then
-    for f in lfs.dir(path) do
-      if f ~= "." and f ~= ".." then rm_rf(path .. "/" .. f) end
-    end
-    lfs.rmdir(path)
-  else
-    os.remove(path)
-  end
-end
+local rm_rf = require("helpers").rm_rf
 
 teardown(function() if root then rm_rf(root) end end)
 

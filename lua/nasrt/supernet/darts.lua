@@ -1772,8 +1772,14 @@ local function validate_genotype(g)
       if err then return err end
       local c = g[key .. "_concat"]
       if type(c) ~= "table" then return key .. "_concat must be a list or range" end
+      -- a cell outputs at least one state, and states are numbered from 0
+      -- (genotype_to_string refuses the same; found by tests/fuzz)
+      if #c == 0 then return key .. "_concat is empty" end
       for _, v in ipairs(c) do
         if math.type(v) ~= "integer" then return key .. "_concat must hold integers" end
+        if v < 0 or v > MAX_RANGE then
+          return ("%s_concat: state %d is outside 0..%d"):format(key, v, MAX_RANGE)
+        end
       end
     end
   end

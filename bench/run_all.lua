@@ -28,6 +28,7 @@ local shared = here .. "/../../shared/bench"
 local W = {
   { "train_cnn", "train_cnn.lua", here .. "/torch_train_cnn.py", 10 },
   { "darts", "darts_step.lua", shared .. "/torch_darts_step.py", 1 },
+  { "darts_frozen", "darts_step.lua --workload darts_frozen", here .. "/torch_darts_frozen.py", 1 },
   { "agnas", "nas_steps.lua --workload agnas", shared .. "/torch_nas_steps.py --workload agnas", 1 },
   { "single_path", "nas_steps.lua --workload single_path",
     shared .. "/torch_nas_steps.py --workload single_path", 3 },

@@ -799,9 +799,13 @@ function R.run(cfg, run)
       A = analysis(run, cfg, D, S, last, phase == "analysis_darts" and st or nil)
       if not A then return nil end
     end
-    -- the final checkpoint keeps the final weights (kill/resume tests compare them)
-    run:save { phase = "done", val_acc = last.val_acc, model = S.net:state_dict() }
+    -- the final checkpoint keeps the final weights (kill/resume tests compare
+    -- them); it comes after the "done" record, so a kill between the two
+    -- resumes from the previous checkpoint, whose log length drops the
+    -- record and writes it again (saved first, a kill there lost the record:
+    -- scripts/killtest.lua --recipe agnas)
     run:log { kind = "done", time_s = nasrt.clock() - t0, val_acc = last.val_acc }
+    run:save { phase = "done", val_acc = last.val_acc, model = S.net:state_dict() }
     return { dir = run.dir, arch = arch, scores = last.scores, val_acc = last.val_acc,
              analysis = A, params = params }
   end

@@ -248,7 +248,9 @@ end
 -- @tparam table o {recipe="darts", kills=20, seed=1, root=<fresh temp dir>,
 --   args=K.CONFIGS[recipe], pause_ms=60, say=function(text) (progress)}
 -- @treturn table report {ok=, diffs=, kills=, ckpt_kills=, mid_write=,
---   finished_early=, launches=, ref_s=, dir=, ref=}
+--   finished_early=, launches=, cycles= (runs checked to the end; a new one
+--   starts when a run ends before the kills are landed), resume_markers=,
+--   ref_s=, dir=, ref=}
 function K.run(o)
   local name = o.recipe or "darts"
   local args = o.args or assert(K.CONFIGS[name], "killtest: no tiny config for " .. name)
@@ -284,12 +286,44 @@ function K.run(o)
     return rep
   end
 
-  -- 2. the killed run
+  -- 2. the killed run.  A tiny run ends after a few resumes, long before
+  -- the wanted number of kills: when one ends, it is checked against the
+  -- reference (3, 4) and a new run starts from scratch in a fresh
+  -- directory, until the kills are all landed.
   local env = { NASRT_CKPT_PAUSE_MS = tostring(o.pause_ms or 60) }
   local fresh = { "--out", dir }
   for _, a in ipairs(args) do fresh[#fresh + 1] = a end
+  rep.cycles, rep.resume_markers = 0, 0
+  local diffs = {}
+
+  -- 3. the last resume of a run runs to the end; 4. bit-identical to the
+  -- reference
+  local function check_cycle()
+    rep.cycles = rep.cycles + 1
+    local last = recipe.exists(dir .. "/config.json") and { "--resume", dir } or fresh
+    local status = K.wait(K.launch(name, last, out))
+    rep.launches = rep.launches + 1
+    local fails = {}
+    if status ~= 0 then
+      fails[#fails + 1] = ("the final resume exited with status %s (see %s)"):format(
+        tostring(status), out)
+    end
+    -- the resumes removed the temp files the kills left
+    if #tmp_files(dir) > 0 then
+      fails[#fails + 1] = "stale temp files left: " .. table.concat(tmp_files(dir), " ")
+    end
+    local same, d = true, {}
+    if #fails == 0 then same, d = K.compare(ref, dir) end
+    for i = #fails, 1, -1 do table.insert(d, 1, fails[i]) end
+    for _, line in ipairs(d) do diffs[#diffs + 1] = ("run %d: %s"):format(rep.cycles, line) end
+    for _, r in ipairs(recipe.read_log(dir .. "/log.jsonl")) do
+      if (r.kind or r.event) == "resume" then rep.resume_markers = rep.resume_markers + 1 end
+    end
+    return same and #fails == 0
+  end
+
   local attempts = 0
-  while rep.kills < kills and attempts < 4 * kills do
+  while rep.kills < kills and attempts < 8 * kills and #rep.failures == 0 do
     attempts = attempts + 1
     local started = recipe.exists(dir .. "/config.json")
     local h = K.launch(name, started and { "--resume", dir } or fresh, out, env)
@@ -326,38 +360,25 @@ function K.run(o)
       say(("%s: kill %d/%d (%s)%s"):format(name, rep.kills, kills, kind,
         mid and ", mid-write" or ""))
     elseif status == 0 then
+      -- the run ended before its kill: check it, start another
       rep.finished_early = rep.finished_early + 1
+      if recipe.exists(dir .. "/config.json") and rep.kills < kills then
+        check_cycle()
+        os.execute(("rm -rf '%s'"):format(dir))
+      end
     else
       rep.failures[#rep.failures + 1] = ("launch %d exited with status %s (see %s)"):format(
         rep.launches, tostring(status), out)
-      break
     end
+  end
+  if rep.kills < kills and #rep.failures == 0 then
+    rep.failures[#rep.failures + 1] = ("only %d of %d kills landed in %d launches"):format(
+      rep.kills, kills, rep.launches)
   end
 
-  -- 3. the last resume runs to the end
-  if #rep.failures == 0 then
-    local last = recipe.exists(dir .. "/config.json") and { "--resume", dir } or fresh
-    local status = K.wait(K.launch(name, last, out))
-    rep.launches = rep.launches + 1
-    if status ~= 0 then
-      rep.failures[#rep.failures + 1] = ("the final resume exited with status %s (see %s)"):format(
-        tostring(status), out)
-    end
-    -- the resumes removed the temp files the kills left
-    if #tmp_files(dir) > 0 then
-      rep.failures[#rep.failures + 1] = "stale temp files left: " .. table.concat(tmp_files(dir), " ")
-    end
-  end
-
-  -- 4. bit-identical to the reference
-  local ok, diffs = true, {}
-  if #rep.failures == 0 then ok, diffs = K.compare(ref, dir) end
-  for _, f in ipairs(rep.failures) do table.insert(diffs, 1, f) end
-  rep.ok, rep.diffs = ok and #rep.failures == 0, diffs
-  rep.resume_markers = 0
-  for _, r in ipairs(recipe.read_log(dir .. "/log.jsonl")) do
-    if (r.kind or r.event) == "resume" then rep.resume_markers = rep.resume_markers + 1 end
-  end
+  local ok = #rep.failures == 0 and check_cycle()
+  for i = #rep.failures, 1, -1 do table.insert(diffs, 1, rep.failures[i]) end
+  rep.ok, rep.diffs = ok and #diffs == 0, diffs
   return rep
 end
 
@@ -390,10 +411,10 @@ end
 --- One line summarising a report.
 function K.summary(rep)
   return ("%s: %s  %d kills (%d while writing a checkpoint, %d mid-step, %d at a random time; " ..
-    "%d left a half-written temp file), %d launches, %d finished before their kill, " ..
-    "reference %.1f s"):format(rep.recipe, rep.ok and "bit-identical" or "DIFFERS", rep.kills,
-    rep.ckpt_kills, rep.step_kills, rep.time_kills, rep.mid_write, rep.launches,
-    rep.finished_early, rep.ref_s or 0)
+    "%d left a half-written temp file), %d runs to the end, %d launches, %d finished before " ..
+    "their kill, reference %.1f s"):format(rep.recipe, rep.ok and "bit-identical" or "DIFFERS",
+    rep.kills, rep.ckpt_kills, rep.step_kills, rep.time_kills, rep.mid_write, rep.cycles or 0,
+    rep.launches, rep.finished_early, rep.ref_s or 0)
 end
 
 -- ------------------------------------------------------------ script

@@ -121,6 +121,10 @@ for _, c in ipairs({
     {stride = 2, padding = 2, dilation = 2, relu = true}},
 }) do
   cases[#cases + 1] = {c[1], function(x, wd, wp) return F.sep_conv2d(x, wd, wp, c[3]) end, c[2]}
+  -- x used twice: the second backward adds its dx (through the ReLU mask)
+  -- to the first's
+  cases[#cases + 1] = {c[1] .. ", twice on one input", function(x, wd, wp)
+    return F.add(F.sep_conv2d(x, wd, wp, c[3]), F.scale(F.sep_conv2d(x, wd, wp, c[3]), -0.5)) end, c[2]}
 end
 
 for _, c in ipairs({

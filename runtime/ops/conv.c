@@ -27,11 +27,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-#define VL 16 /* lanes per register block (one zmm, two ymm) */
+#include "vec.h"
 
 typedef struct {
     int64_t N, C, H, W;       /* input */
@@ -40,8 +37,6 @@ typedef struct {
     int64_t OH, OW;
     int64_t Cg, Cog, Kd;      /* per-group in channels, out channels, C/G*kh*kw */
 } cshape;
-
-static inline int64_t rup(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 /* ------------------------------------------------------------- im2col */
 
@@ -273,12 +268,6 @@ static void reduce_task(void *ctx, int64_t i0, int64_t i1, int ith) {
 }
 
 /* ------------------------------------------------------- depthwise path */
-
-/* 16 floats in one register (one zmm; two ymm without AVX-512).  Loads and
-   stores through it are unaligned and may alias float. */
-typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
-#define VLD(p) (*(const vf16 *)(p))
-#define VST(p, v) (*(vf16 *)(p) = (v))
 
 static inline float hsum_fast(vf16 v) {
 #if defined(__AVX512F__)
@@ -709,10 +698,20 @@ static void dw_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     }
 }
 
-static size_t dw_bwd_scratch(const cshape *s, const dwplan *pl) {
+static size_t dw_bwd_scratch(const cshape *s, const dwplan *pl, int relu) {
     size_t n = 2 * pl->f.psz;
     n += pl->gather ? pl->t.psz : (size_t)(pl->pg.zrows * pl->pg.ldz);
+    if (relu) n += (size_t)rup(s->H * s->W, VL); /* the plane's dx before the mask */
     return n;
+}
+
+/* dx through the ReLU in front of the conv: d = (x > 0) t, or d += that */
+static void relu_mask_plane(float *restrict d, const float *restrict t, const float *restrict x,
+                            int64_t n, int fresh) {
+    if (fresh)
+        for (int64_t i = 0; i < n; i++) d[i] = x[i] > 0.0f ? t[i] : 0.0f;
+    else
+        for (int64_t i = 0; i < n; i++) d[i] += x[i] > 0.0f ? t[i] : 0.0f;
 }
 
 /* Backward over fixed blocks of images [n0, n1) (planes in memory order);
@@ -726,6 +725,8 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     const int64_t m = pl->m, kk = g->kk;
     const dwpg *pg = &pl->pg;
     float *P = nr_scratch(ith, J->scr), *D = P + g->psz, *Gp = D + g->psz; /* Gp: or Gz */
+    /* relu: each plane's dx goes to T first, then through the mask to gx */
+    float *T = J->relu ? Gp + (pl->gather ? gt->psz : (size_t)(pg->zrows * pg->ldz)) : NULL;
     /* the zero padding of these buffers persists across planes */
     memset(P, 0, g->psz * sizeof(float));
     if (pl->gather)
@@ -742,7 +743,9 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
             for (int64_t k = 0; k < s->Co * kk; k++) part[k] = 0.0;
         for (int64_t n = n0; n < n1; n++) {
             for (int64_t c = 0; c < s->C; c++) {
-                float *gx = J->gx ? J->gx + (n * s->C + c) * HW : NULL;
+                float *gxp = J->gx ? J->gx + (n * s->C + c) * HW : NULL;
+                float *gx = T && gxp ? T : gxp;
+                const int fresh = J->gx_fresh || T;
                 if (part) {
                     dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
                     if (J->relu) relu_buf(P, g->psz);
@@ -760,15 +763,17 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                     if (gx) {
                         if (pl->gather)
                             dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W,
-                                    !(J->gx_fresh && mi == 0));
+                                    !(fresh && mi == 0));
                         else
                             dw_pgather(g, pg, D, Gp, J->w + co * kk, mi > 0);
                     }
                 }
                 if (gx && !pl->gather) {
-                    if (J->gx_fresh) memset(gx, 0, (size_t)HW * sizeof(float));
+                    if (fresh) memset(gx, 0, (size_t)HW * sizeof(float));
                     dwp_unfill_add(g, D, gx, s->W);
                 }
+                if (gx && T)
+                    relu_mask_plane(gxp, T, J->x + (n * s->C + c) * HW, HW, J->gx_fresh);
             }
         }
     }
@@ -1658,7 +1663,7 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
                 st = nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
                 goto done;
             }
-            size_t scr = dw_bwd_scratch(&s, &pl);
+            size_t scr = dw_bwd_scratch(&s, &pl, gx && nd->p.i[7]);
             int64_t kk = s.kh * s.kw, nblk = s.N < 16 ? s.N : 16;
             float *wflip = malloc((size_t)(s.Co * kk) * sizeof(float));
             double *part = malloc((size_t)(nblk * s.Co * kk) * sizeof(double));
@@ -1669,6 +1674,7 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
                 const float *wd = nr_data(w);
                 for (int64_t co = 0; co < s.Co; co++)
                     for (int64_t t = 0; t < kk; t++) wflip[co * kk + t] = wd[co * kk + kk - 1 - t];
+                /* relu (sep_conv2d): P holds relu(x) for dW, dx goes through the mask */
                 dw_job J = {&s, &pl, nr_data(x), wd, NULL, gy, NULL, gx, gw, scr,
                             wflip, part, nblk, (int)nd->p.i[7], gx_fresh};
                 nr_parallel_for(nblk, 1, dw_bwd_task, &J);
@@ -1888,11 +1894,10 @@ static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *g
     pw_shape(&sd, wp->ne[0], &np, &sp);
     int64_t tne[4] = {sd.N, sd.Co, sd.OH, sd.OW};
     nr_tensor *t = nr_tensor_empty(4, tne);
-    /* gt and gr are written whole by the conv backwards (fresh) */
+    /* gt is written whole by the 1x1 conv's backward (fresh) */
     nr_tensor *gt = (gin[0] || gin[1]) ? nr_tensor_empty(4, tne) : NULL;
-    nr_tensor *gr = relu && gin[0] ? nr_tensor_empty_like(x) : NULL;
     nr_status st = NR_OK;
-    if (!t || ((gin[0] || gin[1]) && !gt) || (relu && gin[0] && !gr)) {
+    if (!t || ((gin[0] || gin[1]) && !gt)) {
         st = NR_ENOMEM;
         goto done;
     }
@@ -1905,21 +1910,12 @@ static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *g
     nr_tensor_release(t);
     t = NULL;
     if (st != NR_OK || !gt) goto done;
-    nr_node nd2 = *nd; /* the depthwise conv: dx into gr (fresh) or added to gin[0] */
-    nd2.fresh = gr ? 1 : 0;
-    st = conv_bwd(&nd2, gt, (nr_tensor *[]){gr ? gr : gin[0], gin[1], NULL});
-    if (st == NR_OK && gr) {
-        const float *xd = nr_data(x), *g = nr_data(gr);
-        float *d = nr_data(gin[0]);
-        if (nd->fresh & 1)
-            for (int64_t i = 0, n = nr_numel(x); i < n; i++) d[i] = xd[i] > 0.0f ? g[i] : 0.0f;
-        else
-            for (int64_t i = 0, n = nr_numel(x); i < n; i++) d[i] += xd[i] > 0.0f ? g[i] : 0.0f;
-    }
+    /* the depthwise conv (p.i[7]: through the ReLU mask); dx written or
+       added to gin[0] as nd->fresh says */
+    st = conv_bwd(nd, gt, (nr_tensor *[]){gin[0], gin[1], NULL});
 done:
     nr_tensor_release(t);
     nr_tensor_release(gt);
-    nr_tensor_release(gr);
     return st;
 }
 

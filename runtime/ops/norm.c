@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vec.h"
+
 /* ------------------------------------------------------------- helpers */
 
 /* sum(p[0..n)) in double, 8 independent lanes so it vectorises. */
@@ -35,23 +37,27 @@ static inline double dsum(const float *p, int64_t n) {
     return s + ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
 }
 
-/* Batch-norm sums: 16 float lanes over chunks of at most 2048 values (128
-   per lane), each chunk added to a double.  Twice the lanes of the double
-   versions and no conversions, with rounding errors of the order of a
-   float's over ~128 terms. */
+/* Batch-norm sums: 16 float lanes (one vf16) over chunks of at most 2048
+   values (128 per lane), each chunk added to a double.  Twice the lanes of
+   the double versions and no conversions, with rounding errors of the
+   order of a float's over ~128 terms.  The lanes are added in lane order,
+   so a sum depends only on n and the data. */
 #define BN_CHUNK 2048
+
+static inline float lanes_sum(vf16 v) {
+    float t = 0;
+    for (int j = 0; j < VL; j++) t += v[j];
+    return t;
+}
 
 static inline double bsum(const float *p, int64_t n) {
     double s = 0;
     for (int64_t c0 = 0; c0 < n; c0 += BN_CHUNK) {
         int64_t c1 = c0 + BN_CHUNK < n ? c0 + BN_CHUNK : n, i = c0;
-        float l[16] = {0};
-        for (; i + 16 <= c1; i += 16)
-            for (int j = 0; j < 16; j++) l[j] += p[i + j];
+        vf16 l = {0};
+        for (; i + VL <= c1; i += VL) l += VLD(p + i);
         for (; i < c1; i++) s += p[i];
-        float t = 0;
-        for (int j = 0; j < 16; j++) t += l[j];
-        s += t;
+        s += lanes_sum(l);
     }
     return s;
 }
@@ -61,16 +67,13 @@ static inline double bsumsq(const float *p, int64_t n, float mean) {
     double s = 0;
     for (int64_t c0 = 0; c0 < n; c0 += BN_CHUNK) {
         int64_t c1 = c0 + BN_CHUNK < n ? c0 + BN_CHUNK : n, i = c0;
-        float l[16] = {0};
-        for (; i + 16 <= c1; i += 16)
-            for (int j = 0; j < 16; j++) {
-                float d = p[i + j] - mean;
-                l[j] += d * d;
-            }
+        vf16 l = {0};
+        for (; i + VL <= c1; i += VL) {
+            vf16 d = VLD(p + i) - mean;
+            l += d * d;
+        }
         for (; i < c1; i++) s += (double)(p[i] - mean) * (p[i] - mean);
-        float t = 0;
-        for (int j = 0; j < 16; j++) t += l[j];
-        s += t;
+        s += lanes_sum(l);
     }
     return s;
 }
@@ -80,24 +83,19 @@ static inline void bsum_gx(const float *g, const float *x, int64_t n, float mean
                            double *sgx) {
     for (int64_t c0 = 0; c0 < n; c0 += BN_CHUNK) {
         int64_t c1 = c0 + BN_CHUNK < n ? c0 + BN_CHUNK : n, i = c0;
-        float a[16] = {0}, b[16] = {0};
-        for (; i + 16 <= c1; i += 16)
-            for (int j = 0; j < 16; j++) {
-                a[j] += g[i + j];
-                b[j] += g[i + j] * (x[i + j] - mean);
-            }
+        vf16 a = {0}, b = {0};
+        for (; i + VL <= c1; i += VL) {
+            vf16 gv = VLD(g + i);
+            a += gv;
+            b += gv * (VLD(x + i) - mean);
+        }
         double s1 = 0, s2 = 0;
         for (; i < c1; i++) {
             s1 += g[i];
             s2 += (double)g[i] * (x[i] - mean);
         }
-        float t1 = 0, t2 = 0;
-        for (int j = 0; j < 16; j++) {
-            t1 += a[j];
-            t2 += b[j];
-        }
-        *sg += s1 + t1;
-        *sgx += s2 + t2;
+        *sg += s1 + lanes_sum(a);
+        *sgx += s2 + lanes_sum(b);
     }
 }
 

@@ -13,19 +13,8 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-#define VL 16
-/* 16 lanes in one register (GCC vector extensions; two ymm without
-   AVX-512).  Unaligned, may alias float / int32. */
-typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
-typedef int32_t vi16 __attribute__((vector_size(64), aligned(4), may_alias));
-#define VLD(p) (*(const vf16 *)(p))
-#define VST(p, v) (*(vf16 *)(p) = (v))
-
-static inline int64_t rup(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+#include "vec.h"
 
 /* the first n (<= 16) lanes of v to p (a masked store with AVX-512; lane
    by lane extraction cost more than the pooling itself on 28-wide rows) */

@@ -278,6 +278,12 @@ function R.run(cfg, run)
       end
       if cfg.grad_clip > 0 then oneshot.clip_grad_value(params, cfg.grad_clip) end
       opt:step()
+      -- data-parallel: each subnet's loss over the global batch, as the
+      -- session makes loss and acc (one process: unchanged)
+      local losses = {}
+      for i = 1, N do losses[i] = archs[i].loss end
+      losses = { nasrt.dist.mean(table.unpack(losses)) }
+      for i = 1, N do archs[i].loss = losses[i] end
       return { loss = total / N, max_loss = archs[1].loss,
                acc = oneshot.correct(logits, y) / y:numel(), archs = archs }
     end,

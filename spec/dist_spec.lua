@@ -319,4 +319,87 @@ describe_mpi("nasrt.dist over MPI (mpirun, loopback)", function()
       close(sa[i].grad_norm or 0, sb[i].grad_norm or 0, 2e-5, "grad norm of step " .. i)
     end
   end)
+
+  -- every other recipe, on the tiny configurations of scripts/killtest.lua
+  -- (the determinism spec's), without the random masks that each rank
+  -- draws for its own rows (dropout, drop-connect, drop-path, cutout): 2
+  -- ranks log the one-process losses and find its architecture.  Scored
+  -- candidates are compared by architecture: under MPI REA scores the
+  -- candidates of the next cycles ahead, some of which it never needs.
+  local K = dofile("scripts/killtest.lua")
+  local RESULT = { agnas = "arch.json", att_darts = "genotype.txt", gdas = "genotype.txt",
+                   fairnas = "arch.txt", attentivenas = "arch.txt", random = "arch.txt",
+                   rea = "arch.txt" }
+  local NO_MASKS = { attentivenas = { "--dropout=0", "--drop_connect=0" }, rea = { "--dropout=0" },
+                     random = { "--dropout=0" }, fairnas = { "--dropout=0" },
+                     train = { "--cutout=0", "--drop_path=0" } }
+  for _, name in ipairs { "agnas", "att_darts", "gdas", "fairnas", "attentivenas", "random", "rea",
+                          "train" } do
+    it(name .. ": 2 ranks log the one-process losses and find its architecture", function()
+      local args = {}
+      for _, a in ipairs(K.CONFIGS[name]) do
+        if a ~= "--quiet" then args[#args + 1] = sh_quote(a) end
+      end
+      for _, a in ipairs(NO_MASKS[name] or {}) do args[#args + 1] = a end
+      local base = sh_quote(bin) .. " --threads 1 recipes/" .. name .. ".lua " ..
+        table.concat(args, " ") .. " --quiet --out="
+      local a, b = tmpdir(name .. "-single"), tmpdir(name .. "-np2")
+      assert.is_true(run(base .. sh_quote(a)), name .. ": single process failed")
+      assert.is_true(run(mpirun(2) .. base .. sh_quote(b)), name .. ": mpirun -np 2 failed")
+      -- every loss, accuracy and score of every log record, in order;
+      -- those of scored candidates by architecture
+      local function values(dir)
+        local out, evals = {}, {}
+        for _, r in ipairs(recipe.read_log(dir .. "/log.jsonl")) do
+          local keys = {}
+          for k, v in pairs(r) do
+            if type(v) == "number" and (k:find("loss", 1, true) or k:find("acc", 1, true) or
+                                        k:find("score", 1, true)) then
+              keys[#keys + 1] = k
+            end
+          end
+          table.sort(keys)
+          local list = out
+          if r.event == "eval" then
+            list = {}
+            evals[recipe.encode(r.arch)] = list
+          end
+          for _, k in ipairs(keys) do list[#list + 1] = { k, r[k] } end
+        end
+        return out, evals
+      end
+      local function same_values(va, vb, what)
+        assert.equal(#va, #vb, what)
+        for i = 1, #va do
+          assert.equal(va[i][1], vb[i][1])
+          close(va[i][2], vb[i][2], 1e-4, ("%s: %s%s (value %d)"):format(name, what, va[i][1], i))
+        end
+      end
+      local va, ea = values(a)
+      local vb, eb = values(b)
+      assert.is_true(#va >= 3, name .. ": too few losses logged")
+      same_values(va, vb, "")
+      for arch, list in pairs(ea) do
+        assert.is_table(eb[arch], name .. ": 2 ranks did not score " .. arch)
+        same_values(list, eb[arch], "candidate " .. arch .. " ")
+      end
+      if RESULT[name] then
+        local fa, fb = recipe.read_file(a .. "/" .. RESULT[name]), recipe.read_file(b .. "/" .. RESULT[name])
+        if RESULT[name] == "arch.json" then -- scores may differ in the last digits
+          local function same(x, y, path)
+            if type(x) == "number" and type(y) == "number" then
+              return close(x, y, 1e-4, name .. ": arch.json " .. path)
+            end
+            assert.equal(type(x), type(y), name .. ": arch.json " .. path)
+            if type(x) ~= "table" then return assert.equal(x, y, name .. ": arch.json " .. path) end
+            for k, v in pairs(x) do same(v, y[k], path .. "." .. tostring(k)) end
+            for k in pairs(y) do assert.is_not_nil(x[k], name .. ": arch.json " .. path .. "." .. tostring(k)) end
+          end
+          same(recipe.decode(fa), recipe.decode(fb), "")
+        else
+          assert.equal(fa, fb)
+        end
+      end
+    end)
+  end
 end)

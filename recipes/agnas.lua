@@ -39,7 +39,7 @@ local supernet = nasrt.supernet
 local R = {
   name = "agnas",
   description = "AGNAS (Sun et al., ICML 2022): attention-guided NAS on Fashion-MNIST.\n" ..
-    "Defaults are sized for a 2-core CPU (about 5 minutes); every option reaches the\n" ..
+    "Defaults are sized for a 2-core CPU (about 4 1/2 minutes); every option reaches the\n" ..
     "paper's search setting (--C=16 --layers=8 --epochs=50 --train_limit=0 --val_limit=0).",
 }
 
@@ -531,6 +531,12 @@ local function write_arch(run, cfg, S, last)
     cfg.space, last.val_acc or 0)
   for _, l in ipairs(lines) do say(cfg, "%s", l) end
   say(cfg, "agnas: genotype text in %s", run:path("genotype.txt"))
+  local svgs = {}
+  for _, f in ipairs(arch.files) do
+    if f:match("%.svg$") then svgs[#svgs + 1] = f end
+  end
+  if #svgs > 0 then say(cfg, "agnas: the cells drawn: %s", table.concat(svgs, ", ")) end
+  say(cfg, "agnas: charts of the run: ./build/nasrt plot %s", run.dir)
   return arch
 end
 

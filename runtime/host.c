@@ -19,6 +19,7 @@
 #include "dist.h"
 #include "luabind.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <lualib.h>
 #include <pthread.h>
@@ -294,6 +295,16 @@ static const char *subcommand_module(const char *word) {
     return NULL;
 }
 
+/* A subcommand's own messages (errors raised at level 0, with no
+   "file:line:" in front) are for the user and go out without the
+   traceback; anything else gets it. */
+static int positioned(const char *m) {
+    const char *c = strchr(m, ':');
+    if (!c || c == m || memchr(m, ' ', (size_t)(c - m)) || !isdigit((unsigned char)c[1])) return 0;
+    while (isdigit((unsigned char)*++c)) {}
+    return *c == ':';
+}
+
 static int handle_subcommand(lua_State *L, const char *module) {
     lua_getglobal(L, "require");
     lua_pushstring(L, module);
@@ -303,6 +314,13 @@ static int handle_subcommand(lua_State *L, const char *module) {
         lua_remove(L, -2);
         lua_getglobal(L, "arg");
         status = docall(L, 1, 0);
+    }
+    if (status != LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+        const char *m = lua_tostring(L, -1), *tb = strstr(m, "\nstack traceback:");
+        if (tb && !positioned(m)) {
+            lua_pushlstring(L, m, (size_t)(tb - m));
+            lua_remove(L, -2);
+        }
     }
     return report(L, status);
 }

@@ -497,12 +497,23 @@ describe("nasrt plot on tiny runs", function()
       end
     end
     assert.is_true(n >= 9)   -- 7 charts and the 2 cells
+    -- --no-png: SVG only, the Graphviz cells included
+    out = fresh("nopng")
+    local st, msg = nasrt_plot(("--no-png --out '%s' '%s'"):format(out, dirs.darts))
+    assert.are.equal(0, st, msg)
+    local svgs, pngs = 0, 0
+    for f in lfs.dir(out) do
+      if f:match("%.svg$") then svgs = svgs + 1 elseif f:match("%.png$") then pngs = pngs + 1 end
+    end
+    assert.is_true(svgs >= 9)
+    assert.are.equal(0, pngs)
   end)
 
   it("gives clear messages for what is not a run", function()
     local st, msg = nasrt_plot("'" .. root_dir .. "/nope'")
     assert.are_not.equal(0, st)
     assert.truthy(msg:find("is not a directory", 1, true), msg)
+    assert.falsy(msg:find("traceback", 1, true), msg) -- a message for the user, not a stack
     local empty = fresh("empty")
     assert(lfs.mkdir(empty))
     st, msg = nasrt_plot("'" .. empty .. "'")

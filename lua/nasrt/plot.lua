@@ -1117,7 +1117,7 @@ end
 
 -- DOT files of the run (or made from arch.json when the recipe wrote
 -- none), rendered to SVG and PNG when Graphviz is installed
-local function cells(r, outdir, put_file, notes)
+local function cells(r, outdir, put_file, notes, png)
   local lfs = require "lfs"
   local dots = {}
   for f in lfs.dir(r.dir) do
@@ -1163,9 +1163,11 @@ local function cells(r, outdir, put_file, notes)
     return
   end
   for _, d in ipairs(dots) do
-    local svg, png = outdir .. "/" .. d[1] .. ".svg", outdir .. "/" .. d[1] .. ".png"
+    local svg, pngf = outdir .. "/" .. d[1] .. ".svg", outdir .. "/" .. d[1] .. ".png"
     if run_cmd("dot -Tsvg %s -o %s", d[2], svg) then put_file(d[1] .. ".svg", "cell graph (Graphviz)", true) end
-    if run_cmd("dot -Tpng -Gdpi=96 %s -o %s", d[2], png) then put_file(d[1] .. ".png", "cell graph (Graphviz)", true) end
+    if png and run_cmd("dot -Tpng -Gdpi=96 %s -o %s", d[2], pngf) then
+      put_file(d[1] .. ".png", "cell graph (Graphviz)", true)
+    end
   end
 end
 
@@ -1211,7 +1213,7 @@ function M.plot_run(r, outdir, opts)
     search_plots(r, put)
     ranking_plot(r, put)
   end
-  cells(r, outdir, put_file, res.notes)
+  cells(r, outdir, put_file, res.notes, opts.png ~= false)
   if opts.png ~= false and #svgs > 0 then
     if M.have("rsvg-convert") then
       for _, name in ipairs(svgs) do
@@ -1276,7 +1278,12 @@ function M.main(argv)
   end
   local w = 0
   for _, f in ipairs(res.files) do w = math.max(w, #f.name) end
-  print(("nasrt plot: %d files in %s"):format(#res.files, res.dir))
+  local pngs = 0
+  for _, f in ipairs(res.files) do
+    if f.name:match("%.png$") then pngs = pngs + 1 end
+  end
+  print(("nasrt plot: %d files in %s%s"):format(#res.files, res.dir,
+    pngs > 0 and (" (these, and a PNG of %d of them)"):format(pngs) or ""))
   for _, f in ipairs(res.files) do
     if not f.name:match("%.png$") then print(("  %-" .. w .. "s  %s"):format(f.name, f.what or "")) end
   end

@@ -726,7 +726,7 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     const dwpg *pg = &pl->pg;
     float *P = nr_scratch(ith, J->scr), *D = P + g->psz, *Gp = D + g->psz; /* Gp: or Gz */
     /* relu: each plane's dx goes to T first, then through the mask to gx */
-    float *T = J->relu ? Gp + (pl->gather ? gt->psz : (size_t)(pg->zrows * pg->ldz)) : NULL;
+    float *T = J->relu && J->gx ? Gp + (pl->gather ? gt->psz : (size_t)(pg->zrows * pg->ldz)) : NULL;
     /* the zero padding of these buffers persists across planes */
     memset(P, 0, g->psz * sizeof(float));
     if (pl->gather)
@@ -744,7 +744,7 @@ static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
         for (int64_t n = n0; n < n1; n++) {
             for (int64_t c = 0; c < s->C; c++) {
                 float *gxp = J->gx ? J->gx + (n * s->C + c) * HW : NULL;
-                float *gx = T && gxp ? T : gxp;
+                float *gx = T ? T : gxp;
                 const int fresh = J->gx_fresh || T;
                 if (part) {
                     dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);

@@ -73,15 +73,11 @@ static void *worker(void *arg) {
         unsigned g;
         /* spin up to SPIN_NS for the next job (the main thread's Lua and
            bookkeeping between two kernels usually take less), then sleep */
-        double t0 = 0;
+        const double t0 = now_ns();
         for (int spins = 1;; spins++) {
             if ((g = atomic_load_explicit(&P.gen, memory_order_acquire)) != seen) break;
             cpu_relax();
-            if ((spins & 255) == 0) {
-                double t = now_ns();
-                if (t0 == 0) t0 = t;
-                else if (t - t0 > SPIN_NS) break;
-            }
+            if ((spins & 255) == 0 && now_ns() - t0 > SPIN_NS) break;
         }
         if (g == seen) {
             pthread_mutex_lock(&P.mu);

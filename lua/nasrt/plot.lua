@@ -1276,10 +1276,9 @@ function M.main(argv)
   if #res.files == 0 then
     error(("nasrt plot: nothing to plot in %s (no log records, no architecture)"):format(dir), 0)
   end
-  local w = 0
-  for _, f in ipairs(res.files) do w = math.max(w, #f.name) end
-  local pngs = 0
+  local w, pngs = 0, 0
   for _, f in ipairs(res.files) do
+    w = math.max(w, #f.name)
     if f.name:match("%.png$") then pngs = pngs + 1 end
   end
   print(("nasrt plot: %d files in %s%s"):format(#res.files, res.dir,

@@ -4,6 +4,7 @@
 ** a training step does not pay mmap/munmap and page faults for every
 ** activation (glibc maps large blocks fresh on each malloc).
 */
+#define _GNU_SOURCE /* mremap */
 #include "nasrt.h"
 
 #include <math.h>
@@ -43,19 +44,21 @@ void nr_abort_(const char *file, int line, const char *cond) {
 /* Freed blocks are kept per exact size (sizes repeat step after step) up to
    a byte budget; anything above the budget goes back to the OS.  The cache
    is a list in the order blocks were freed, and a request takes the newest
-   block of its size.  A request no cached block fits gets a fresh block,
-   but if live + cached bytes would then pass their high-water mark, the
-   oldest cached blocks are freed first to stay under it.  So the memory
-   held only grows when the cache is empty: its peak is the peak of live
-   bytes, not that plus cached blocks of sizes the step no longer asks for
-   (a DARTS step of C=16, batch 64 held ~0.5-0.8 GB of those). */
+   block of its size.  A request no cached block fits gets a fresh block
+   while live + cached bytes stay within a quarter above the peak of live
+   bytes (or their own earlier high-water mark); past that, a cached block
+   is resized for it and the oldest cached blocks are freed to stay under
+   the cap.  So the memory held is at most 1.25x the peak of live bytes
+   when the cache can serve, not that plus every block of sizes the step
+   no longer asks for (a DARTS step of C=16, batch 64 held ~0.5-0.8 GB of
+   those). */
 #define CACHE_SLOTS 4096
 #define MAP_MIN ((size_t)256 << 10)
 static struct { size_t bytes; void *p; } cache[CACHE_SLOTS];
 static int ncache = 0;
 static size_t cached_bytes = 0;
 static size_t cache_budget = (size_t)4 << 30;
-static size_t live_bytes = 0, peak_bytes = 0, held_mark = 0;
+static size_t live_bytes = 0, peak_bytes = 0, held_mark = 0, live_mark = 0;
 
 /* Blocks of MAP_MIN bytes and more are mappings of their own, so freeing
    one gives its memory back to the OS at once (malloc would keep such
@@ -112,9 +115,36 @@ static void *block_get(size_t *bytes_io) {
         return p;
     }
     /* (smaller blocks come from malloc's heap, which reuses memory itself) */
-    int k = 0;
+    void *q = NULL;
+    size_t qbytes = 0;
     if (bytes >= MAP_MIN) {
-        while (k < ncache && live_bytes + cached_bytes + bytes > held_mark) {
+        /* The held bytes may pass the peak of the live bytes by a quarter:
+           room for blocks of sizes only some steps ask for (random paths,
+           sandwich sub-networks), which then stay cached for them. */
+        size_t cap = live_mark + live_mark / 4;
+        if (cap < held_mark) cap = held_mark;
+        /* Without that room, a cached mapping is resized (mremap) instead
+           of mapping a fresh block and freeing an old one: its resident
+           pages are used again and only the growth faults (a fresh 10 MB
+           block costs 2,500 page faults on first touch and as much again
+           in munmap).  The closest smaller block, else the smallest larger
+           one, is taken. */
+        if (live_bytes + cached_bytes + bytes > cap) {
+            int r = -1;
+            for (int i = 0; i < ncache; i++) {
+                size_t b = cache[i].bytes, rb = r < 0 ? 0 : cache[r].bytes;
+                if (b < MAP_MIN) continue;
+                if (r < 0 || (b < bytes ? (rb > bytes || b > rb) : (rb > bytes && b < rb))) r = i;
+            }
+            if (r >= 0) {
+                q = cache[r].p;
+                qbytes = cache[r].bytes;
+                cache_remove(r);
+            }
+        }
+        /* then the oldest cached blocks go until the new one fits */
+        int k = 0;
+        while (k < ncache && live_bytes + cached_bytes + bytes > cap) {
             cached_bytes -= cache[k].bytes;
             block_free(cache[k].p, cache[k].bytes);
             k++;
@@ -124,7 +154,15 @@ static void *block_get(size_t *bytes_io) {
             ncache -= k;
         }
     }
-    void *p = block_alloc(bytes);
+    void *p = NULL;
+    if (q) {
+        p = mremap(q, qbytes, bytes, MREMAP_MAYMOVE);
+        if (p == MAP_FAILED) {
+            munmap(q, qbytes);
+            p = NULL;
+        }
+    }
+    if (!p) p = block_alloc(bytes);
     if (!p && ncache > 0) {
         nr_storage_trim();
         p = block_alloc(bytes);
@@ -202,6 +240,7 @@ nr_storage *nr_storage_new(size_t nfloat) {
     s->refcount = 1;
     live_bytes += bytes;
     if (live_bytes > peak_bytes) peak_bytes = live_bytes;
+    if (live_bytes > live_mark) live_mark = live_bytes;
     return s;
 oom:
     nr_seterror(NR_ENOMEM, "out of memory allocating %zu bytes", nfloat * sizeof(float));

@@ -92,6 +92,9 @@ for _, c in ipairs({
   {x = {2, 4, 5, 5}, w = {6, 4, 1, 1}, o = {}},                                 -- 1x1
   {x = {2, 4, 6, 6}, w = {6, 4, 1, 1}, o = {stride = 2}},                       -- 1x1 s2
   {x = {1, 2, 5, 7}, w = {2, 2, 3, 1}, o = {padding = {1, 0}}},                 -- non-square
+  -- depthwise on small planes, 16 channels per vector (C a multiple of 16)
+  {x = {2, 16, 4, 4}, w = {16, 1, 3, 3}, o = {padding = 1, groups = 16}},
+  {x = {1, 16, 5, 5}, w = {16, 1, 5, 5}, o = {stride = 2, padding = 2, groups = 16}},
 }) do
   local label = ("conv2d x%s w%s %s"):format(table.concat(c.x, "x"), table.concat(c.w, "x"),
     (function() local t = {} for k, v in pairs(c.o) do
@@ -105,6 +108,8 @@ end
 -- second adds (each engine: depthwise, direct, 1x1 GEMM, strided 1x1)
 for _, c in ipairs({
   {"depthwise", {2, 4, 6, 6}, {4, 1, 3, 3}, {padding = 1, groups = 4}},
+  {"depthwise 16 channels", {1, 16, 4, 4}, {16, 1, 3, 3}, {padding = 1, groups = 16}},
+  {"depthwise 16 channels s2", {1, 16, 5, 5}, {16, 1, 3, 3}, {stride = 2, padding = 1, groups = 16}},
   {"direct 3x3", {2, 3, 6, 6}, {4, 3, 3, 3}, {padding = 1}},
   {"1x1", {2, 4, 5, 5}, {3, 4, 1, 1}, {}},
   {"1x1 s2", {2, 4, 6, 6}, {3, 4, 1, 1}, {stride = 2}},
@@ -118,6 +123,10 @@ for _, c in ipairs({
   {"sep_conv2d relu 3x3", {"kink:2,4,6,6", {4, 1, 3, 3}, {5, 4, 1, 1}}, {padding = 1, relu = true}},
   {"sep_conv2d 5x5 s2", {{1, 3, 9, 9}, {3, 1, 5, 5}, {3, 3, 1, 1}}, {stride = 2, padding = 2}},
   {"sep_conv2d relu dil 3x3 s2", {"kink:2,3,9,9", {3, 1, 3, 3}, {4, 3, 1, 1}},
+    {stride = 2, padding = 2, dilation = 2, relu = true}},
+  {"sep_conv2d relu 3x3, 16 channels", {"kink:1,16,4,4", {16, 1, 3, 3}, {3, 16, 1, 1}},
+    {padding = 1, relu = true}},
+  {"sep_conv2d relu dil 3x3 s2, 16 channels", {"kink:1,16,5,5", {16, 1, 3, 3}, {3, 16, 1, 1}},
     {stride = 2, padding = 2, dilation = 2, relu = true}},
 }) do
   cases[#cases + 1] = {c[1], function(x, wd, wp) return F.sep_conv2d(x, wd, wp, c[3]) end, c[2]}

@@ -794,6 +794,335 @@ static void dw_reduce_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     }
 }
 
+/* ------------------------------------------------- depthwise, small planes */
+
+/* Depthwise convs on small planes (output rows of at most 8, the 7x7 and
+   4x4 planes of the last stages) waste most of the 16 lanes of a row
+   vector.  This engine puts 16 channels in the lanes instead: the planes
+   of 16 consecutive channels are transposed into one zero-padded
+   channel-last buffer P[row][col][16], and every output pixel is a vector
+   of 16 channels summed over the taps, each tap a vector of the 16
+   channels' weights.  No lane is idle for any plane size, stride or
+   dilation.  dW sums G * P per tap over the pixels, dX (stride 1) is the
+   same correlation of the padded gradient with the flipped kernel, and
+   (strided) a scatter of w * G into a padded buffer. */
+static nr_status prealloc_scratch(size_t nfloat);
+
+typedef struct {
+    int64_t Hp, Wp;        /* padded input (rows and columns it needs) */
+    int64_t kk, npix;      /* taps, output pixels */
+    int64_t *toff;         /* kk tap offsets in P (floats) */
+    int64_t *pb;           /* npix output pixel bases in P (floats) */
+    /* stride-1 dX: the gradient zero-padded by (qh, qw), H x W outputs */
+    int64_t gather, qh, qw, Hz, Wz;
+    int64_t *zoff, *zb;    /* kk tap offsets and H*W pixel bases in it */
+    int64_t *mem;
+} dwcplan;
+
+static int dwc_usable(const cshape *s) {
+    return s->G == s->C && s->Co == s->C && s->C % VL == 0 && s->OW <= 8 && s->W <= 64 &&
+           s->kh * s->kw <= 256;
+}
+
+static int dwc_plan(const cshape *s, dwcplan *q) {
+    const int64_t kk = s->kh * s->kw, npix = s->OH * s->OW, HW = s->H * s->W;
+    q->Hp = s->H + 2 * s->ph;
+    q->Wp = s->W + 2 * s->pw;
+    int64_t hn = (s->OH - 1) * s->sh + (s->kh - 1) * s->dh + 1;
+    int64_t wn = (s->OW - 1) * s->sw + (s->kw - 1) * s->dw + 1;
+    if (hn > q->Hp) q->Hp = hn;
+    if (wn > q->Wp) q->Wp = wn;
+    q->kk = kk, q->npix = npix;
+    q->qh = s->dh * (s->kh - 1) - s->ph;
+    q->qw = s->dw * (s->kw - 1) - s->pw;
+    q->gather = s->sh == 1 && s->sw == 1 && q->qh >= 0 && q->qw >= 0;
+    q->Hz = s->H + (s->kh - 1) * s->dh;
+    q->Wz = s->W + (s->kw - 1) * s->dw;
+    q->mem = malloc((size_t)(2 * kk + npix + HW) * sizeof(int64_t));
+    if (!q->mem) return 0;
+    q->toff = q->mem, q->zoff = q->mem + kk, q->pb = q->mem + 2 * kk, q->zb = q->pb + npix;
+    for (int64_t i = 0; i < s->kh; i++)
+        for (int64_t j = 0; j < s->kw; j++) {
+            q->toff[i * s->kw + j] = (i * s->dh * q->Wp + j * s->dw) * VL;
+            q->zoff[i * s->kw + j] = (i * s->dh * q->Wz + j * s->dw) * VL;
+        }
+    for (int64_t p = 0; p < npix; p++)
+        q->pb[p] = ((p / s->OW) * s->sh * q->Wp + (p % s->OW) * s->sw) * VL;
+    for (int64_t p = 0; p < HW; p++) q->zb[p] = ((p / s->W) * q->Wz + p % s->W) * VL;
+    return 1;
+}
+
+/* dst[(q / W) * ldr + q % W][0..16) = src[j * lds + q] (j < 16) for the
+   npix pixels q; relu: max(0, .). */
+static void cl_pack(const float *restrict src, int64_t lds, int64_t npix, int64_t W, int64_t ldr,
+                    float *restrict dst, int relu) {
+    int64_t q0 = 0;
+#if defined(__AVX512F__)
+    for (; q0 < npix; q0 += VL) {
+        int64_t nq = npix - q0 < VL ? npix - q0 : VL;
+        __mmask16 mk = (__mmask16)(nq == VL ? 0xffff : (1u << nq) - 1);
+        __m512 r[16];
+        for (int j = 0; j < VL; j++) {
+            r[j] = _mm512_maskz_loadu_ps(mk, src + j * lds + q0);
+            if (relu) r[j] = _mm512_max_ps(r[j], _mm512_setzero_ps());
+        }
+        tr16(r);
+        for (int64_t p = 0; p < nq; p++) {
+            int64_t q = q0 + p;
+            _mm512_storeu_ps(dst + ((q / W) * ldr + q % W) * VL, r[p]);
+        }
+    }
+#endif
+    for (int64_t q = q0; q < npix; q++)
+        for (int j = 0; j < VL; j++) {
+            float v = src[j * lds + q];
+            dst[((q / W) * ldr + q % W) * VL + j] = relu && !(v > 0.0f) ? 0.0f : v;
+        }
+}
+
+/* dst[j * ldd + q] = (or +=) src[q][j] for the npix pixels q (src
+   channel-last, contiguous); mask (relu in front of the conv): only where
+   mask[j * ldd + q] > 0, else 0 (or nothing added). */
+static void cl_unpack(const float *restrict src, int64_t npix, float *restrict dst, int64_t ldd,
+                      int acc, const float *restrict mask) {
+    int64_t q0 = 0;
+#if defined(__AVX512F__)
+    for (; q0 < npix; q0 += VL) {
+        int64_t nq = npix - q0 < VL ? npix - q0 : VL;
+        __mmask16 mk = (__mmask16)(nq == VL ? 0xffff : (1u << nq) - 1);
+        __m512 r[16];
+        for (int p = 0; p < VL; p++) r[p] = p < nq ? _mm512_loadu_ps(src + (q0 + p) * VL) : _mm512_setzero_ps();
+        tr16(r);
+        for (int j = 0; j < VL; j++) {
+            float *d = dst + j * ldd + q0;
+            __m512 v = r[j];
+            if (mask) {
+                __mmask16 pos = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, mask + j * ldd + q0),
+                                                   _mm512_setzero_ps(), _CMP_GT_OQ);
+                v = _mm512_maskz_mov_ps(pos, v);
+            }
+            if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, d));
+            _mm512_mask_storeu_ps(d, mk, v);
+        }
+    }
+#endif
+    for (int64_t q = q0; q < npix; q++)
+        for (int j = 0; j < VL; j++) {
+            float v = src[q * VL + j];
+            if (mask && !(mask[j * ldd + q] > 0.0f)) v = 0.0f;
+            dst[j * ldd + q] = acc ? dst[j * ldd + q] + v : v;
+        }
+}
+
+/* Y[p] = bias + sum over the taps of wT[t] * P[b[p] + toff[t]] (16
+   channels per vector), 8 pixels at a time: 8 independent FMA chains
+   sharing each weight load. */
+static void dwc_corr(const float *restrict P, const int64_t *restrict b, int64_t npix,
+                     const float *restrict wT, const int64_t *restrict toff, int64_t kk,
+                     vf16 bias, float *restrict Y) {
+    int64_t p = 0;
+    for (; p + 8 <= npix; p += 8) {
+        const float *p0 = P + b[p], *p1 = P + b[p + 1], *p2 = P + b[p + 2], *p3 = P + b[p + 3];
+        const float *p4 = P + b[p + 4], *p5 = P + b[p + 5], *p6 = P + b[p + 6], *p7 = P + b[p + 7];
+        vf16 a0 = bias, a1 = bias, a2 = bias, a3 = bias, a4 = bias, a5 = bias, a6 = bias, a7 = bias;
+        for (int64_t t = 0; t < kk; t++) {
+            vf16 w = VLD(wT + t * VL);
+            int64_t o = toff[t];
+            a0 += w * VLD(p0 + o), a1 += w * VLD(p1 + o), a2 += w * VLD(p2 + o);
+            a3 += w * VLD(p3 + o), a4 += w * VLD(p4 + o), a5 += w * VLD(p5 + o);
+            a6 += w * VLD(p6 + o), a7 += w * VLD(p7 + o);
+        }
+        float *y = Y + p * VL;
+        VST(y, a0), VST(y + VL, a1), VST(y + 2 * VL, a2), VST(y + 3 * VL, a3);
+        VST(y + 4 * VL, a4), VST(y + 5 * VL, a5), VST(y + 6 * VL, a6), VST(y + 7 * VL, a7);
+    }
+    for (; p < npix; p++) {
+        const float *p0 = P + b[p];
+        vf16 a0 = bias, a1 = {0};
+        int64_t t = 0;
+        for (; t + 2 <= kk; t += 2) {
+            a0 += VLD(wT + t * VL) * VLD(p0 + toff[t]);
+            a1 += VLD(wT + (t + 1) * VL) * VLD(p0 + toff[t + 1]);
+        }
+        if (t < kk) a0 += VLD(wT + t * VL) * VLD(p0 + toff[t]);
+        VST(Y + p * VL, a0 + a1);
+    }
+}
+
+/* dacc[t] += sum over the pixels of G[p] * P[b[p] + toff[t]] (doubles,
+   16 channels per tap). */
+static void dwc_wgrad(const float *restrict P, const int64_t *restrict b, int64_t npix,
+                      const float *restrict G, const int64_t *restrict toff, int64_t kk,
+                      double *restrict dacc) {
+    for (int64_t t = 0; t < kk; t++) {
+        const float *pt = P + toff[t];
+        vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        int64_t p = 0;
+        for (; p + 4 <= npix; p += 4) {
+            a0 += VLD(G + p * VL) * VLD(pt + b[p]);
+            a1 += VLD(G + (p + 1) * VL) * VLD(pt + b[p + 1]);
+            a2 += VLD(G + (p + 2) * VL) * VLD(pt + b[p + 2]);
+            a3 += VLD(G + (p + 3) * VL) * VLD(pt + b[p + 3]);
+        }
+        for (; p < npix; p++) a0 += VLD(G + p * VL) * VLD(pt + b[p]);
+        vf16 a = (a0 + a1) + (a2 + a3);
+        double *d = dacc + t * VL;
+        for (int j = 0; j < VL; j++) d[j] += (double)a[j];
+    }
+}
+
+/* D[b[p] + toff[t]] += wT[t] * G[p]: the adjoint of dwc_corr (strided dX) */
+static void dwc_scatter(float *restrict D, const int64_t *restrict b, int64_t npix,
+                        const float *restrict wT, const int64_t *restrict toff, int64_t kk,
+                        const float *restrict G) {
+    for (int64_t p = 0; p < npix; p++) {
+        vf16 g = VLD(G + p * VL);
+        float *d = D + b[p];
+        for (int64_t t = 0; t < kk; t++) VST(d + toff[t], VLD(d + toff[t]) + VLD(wT + t * VL) * g);
+    }
+}
+
+typedef struct {
+    const cshape *s;
+    const dwcplan *q;
+    const float *x, *b, *gy;
+    const float *wT, *wTf;  /* weights [C/16][kk][16], flipped for dX */
+    float *y, *gx;
+    double *part;           /* backward: nblk x C*kk dW partials */
+    int64_t nblk;
+    size_t scr;
+    int relu, gx_fresh;
+} dwc_job;
+
+static size_t dwc_fwd_scratch(const dwcplan *q) {
+    return (size_t)rup(q->Hp * q->Wp * VL, VL) + (size_t)q->npix * VL;
+}
+
+static void dwc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    const dwc_job *J = ctx;
+    const cshape *s = J->s;
+    const dwcplan *q = J->q;
+    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, NG = s->C / VL;
+    float *P = nr_scratch(ith, J->scr), *Y = P + rup(q->Hp * q->Wp * VL, VL);
+    memset(P, 0, (size_t)(q->Hp * q->Wp * VL) * sizeof(float));
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t n = it / NG, c0 = (it % NG) * VL;
+        cl_pack(J->x + (n * s->C + c0) * HW, HW, HW, s->W, q->Wp,
+                P + (s->ph * q->Wp + s->pw) * VL, J->relu);
+        vf16 bias = {0};
+        if (J->b) bias = VLD(J->b + c0);
+        dwc_corr(P, q->pb, q->npix, J->wT + c0 * q->kk, q->toff, q->kk, bias, Y);
+        cl_unpack(Y, OHW, J->y + (n * s->C + c0) * OHW, OHW, 0, NULL);
+    }
+}
+
+static size_t dwc_bwd_scratch(const cshape *s, const dwcplan *q) {
+    size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), zz = (size_t)rup(q->Hz * q->Wz * VL, VL);
+    size_t g = (size_t)q->npix * VL, x = (size_t)(s->H * s->W) * VL;
+    size_t d = 2 * (size_t)q->kk * VL; /* doubles */
+    return pz + (q->gather ? zz : pz) + x + g + d;
+}
+
+/* Backward over fixed blocks of images: dW partial per block (doubles,
+   summed in block order later), dX per plane group. */
+static void dwc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    const dwc_job *J = ctx;
+    const cshape *s = J->s;
+    const dwcplan *q = J->q;
+    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, NG = s->C / VL, kk = q->kk;
+    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), zz = (size_t)rup(q->Hz * q->Wz * VL, VL);
+    float *P = nr_scratch(ith, J->scr);
+    float *Z = P + pz;                    /* gather: padded gradient; else D */
+    float *X = Z + (q->gather ? zz : pz); /* dX pixels, channel-last */
+    float *G = X + HW * VL;               /* the gradient, channel-last */
+    double *dacc = (double *)(G + q->npix * VL);
+    memset(P, 0, pz * sizeof(float));
+    if (q->gather) memset(Z, 0, zz * sizeof(float));
+    float *Zin = Z + (q->qh * q->Wz + q->qw) * VL;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
+        double *part = J->part ? J->part + blk * s->C * kk : NULL;
+        for (int64_t cg = 0; cg < NG; cg++) {
+            const int64_t c0 = cg * VL;
+            if (part) memset(dacc, 0, (size_t)(kk * VL) * sizeof(double));
+            for (int64_t n = n0; n < n1; n++) {
+                const float *xp = J->x + (n * s->C + c0) * HW;
+                cl_pack(J->gy + (n * s->C + c0) * OHW, OHW, OHW, s->OW, s->OW, G, 0);
+                if (part) {
+                    cl_pack(xp, HW, HW, s->W, q->Wp, P + (s->ph * q->Wp + s->pw) * VL, J->relu);
+                    dwc_wgrad(P, q->pb, q->npix, G, q->toff, kk, dacc);
+                }
+                if (!J->gx) continue;
+                float *gxp = J->gx + (n * s->C + c0) * HW;
+                const float *mask = J->relu ? xp : NULL;
+                if (q->gather) {
+                    for (int64_t oh = 0; oh < s->OH; oh++)
+                        memcpy(Zin + oh * q->Wz * VL, G + oh * s->OW * VL,
+                               (size_t)(s->OW * VL) * sizeof(float));
+                    dwc_corr(Z, q->zb, HW, J->wTf + c0 * kk, q->zoff, kk, (vf16){0}, X);
+                    cl_unpack(X, HW, gxp, HW, !J->gx_fresh, mask);
+                } else { /* D: the padded dX, zeroed per plane group */
+                    memset(Z, 0, pz * sizeof(float));
+                    dwc_scatter(Z, q->pb, q->npix, J->wT + c0 * kk, q->toff, kk, G);
+                    for (int64_t ih = 0; ih < s->H; ih++)
+                        memcpy(X + ih * s->W * VL, Z + ((ih + s->ph) * q->Wp + s->pw) * VL,
+                               (size_t)(s->W * VL) * sizeof(float));
+                    cl_unpack(X, HW, gxp, HW, !J->gx_fresh, mask);
+                }
+            }
+            if (part)
+                for (int64_t t = 0; t < kk; t++)
+                    for (int j = 0; j < VL; j++) part[(c0 + j) * kk + t] = dacc[t * VL + j];
+        }
+    }
+}
+
+/* weights [C][kk] -> [C/16][kk][16] (flip: tap kk-1-t) */
+static void dwc_wpack(const float *w, int64_t C, int64_t kk, int flip, float *wT) {
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t t = 0; t < kk; t++)
+            wT[((c / VL) * kk + t) * VL + c % VL] = w[c * kk + (flip ? kk - 1 - t : t)];
+}
+
+static nr_status dwc_fwd(const cshape *s, const float *xd, const float *wd, const float *bd,
+                         float *yd, int relu) {
+    dwcplan q;
+    if (!dwc_plan(s, &q)) return nr_seterror(NR_ENOMEM, "conv2d: out of memory");
+    float *wT = aligned_alloc(64, (size_t)rup(s->C * q.kk, VL) * sizeof(float));
+    size_t scr = dwc_fwd_scratch(&q);
+    nr_status st = wT ? prealloc_scratch(scr) : nr_seterror(NR_ENOMEM, "conv2d: out of memory");
+    if (st == NR_OK) {
+        dwc_wpack(wd, s->C, q.kk, 0, wT);
+        dwc_job J = {s, &q, xd, bd, NULL, wT, NULL, yd, NULL, NULL, 0, scr, relu, 0};
+        nr_parallel_for(s->N * (s->C / VL), 1, dwc_fwd_task, &J);
+    }
+    free(wT);
+    free(q.mem);
+    return st;
+}
+
+/* gx (fresh: written, else added to) and the dW partials of nblk image
+   blocks (part, [nblk][C][kk] doubles; NULL: no dW) */
+static nr_status dwc_bwd(const cshape *s, const float *xd, const float *wd, const float *gy,
+                         float *gx, double *part, int64_t nblk, int relu, int gx_fresh) {
+    dwcplan q;
+    if (!dwc_plan(s, &q)) return nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
+    size_t wsz = (size_t)rup(s->C * q.kk, VL);
+    float *wT = aligned_alloc(64, 2 * wsz * sizeof(float));
+    size_t scr = dwc_bwd_scratch(s, &q);
+    nr_status st = wT ? prealloc_scratch(scr)
+                      : nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
+    if (st == NR_OK) {
+        dwc_wpack(wd, s->C, q.kk, 0, wT);
+        dwc_wpack(wd, s->C, q.kk, 1, wT + wsz);
+        dwc_job J = {s, &q, xd, NULL, gy, wT, wT + wsz, NULL, gx, part, nblk, scr, relu, gx_fresh};
+        nr_parallel_for(nblk, 1, dwc_bwd_task, &J);
+    }
+    free(wT);
+    free(q.mem);
+    return st;
+}
+
 /* ----------------------------------------------------------- direct path */
 
 /* Dense (grouped) convolutions without im2col.  Each image's input channels
@@ -1120,32 +1449,6 @@ static const cvk_fn cvk1_tab[CVMAX1 + 1] = {
 static const cvk_fn cvk2_tab[CVMAX2 + 1] = {
     0, cvk_2_1, cvk_2_2, cvk_2_3, cvk_2_4, cvk_2_5, cvk_2_6, cvk_2_7, cvk_2_8, cvk_2_9,
     cvk_2_10, cvk_2_11, cvk_2_12, cvk_2_13, cvk_2_14};
-
-#if defined(__AVX512F__)
-/* r[i][j] <- r[j][i] */
-static inline void tr16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 4; j++) {
-            t[8 * i + j] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0x88);
-            t[8 * i + j + 4] = _mm512_shuffle_f32x4(r[8 * i + j], r[8 * i + j + 4], 0xDD);
-        }
-    for (int j = 0; j < 8; j++) {
-        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
-    }
-}
-#endif
 
 /* Y[co0 + 16c + j][pix0 + p] (= or +=) a[p][c][j] for p < NW. */
 static void cv_store(const vf16 *a, int NC, int NW, float *Y, int64_t OHW, int64_t pix0,
@@ -1601,7 +1904,9 @@ static nr_status conv_fwd(const cshape *sp, const float *xd, const float *wd, co
     const cshape s = *sp;
     nr_status st = NR_OK;
     NR_ASSERT(!relu || is_depthwise(&s));
-    if (is_depthwise(&s)) {
+    if (is_depthwise(&s) && dwc_usable(&s)) {
+        st = dwc_fwd(&s, xd, wd, bd, yd, relu);
+    } else if (is_depthwise(&s)) {
         dwplan pl;
         if (!dw_plan(&s, &pl)) return nr_seterror(NR_ENOMEM, "conv2d: out of memory");
         size_t scr = pl.f.psz;
@@ -1657,7 +1962,21 @@ static nr_status conv_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *
     }
     if (gx_fresh && s.N == 0) memset(gx, 0, (size_t)nr_numel(x) * sizeof(float));
     if (s.N > 0 && (gx || gw)) {
-        if (is_depthwise(&s)) {
+        if (is_depthwise(&s) && dwc_usable(&s)) {
+            int64_t kk = s.kh * s.kw, nblk = s.N < 16 ? s.N : 16;
+            double *part = gw ? malloc((size_t)(nblk * s.Co * kk) * sizeof(double)) : NULL;
+            if (gw && !part) {
+                st = nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");
+                goto done;
+            }
+            st = dwc_bwd(&s, nr_data(x), nr_data(w), gy, gx, part, nblk, (int)nd->p.i[7], gx_fresh);
+            if (st == NR_OK && gw) {
+                dwred_job RJ = {part, gw, nblk, s.Co * kk};
+                nr_parallel_for(s.Co * kk, 1024, dw_reduce_task, &RJ);
+            }
+            free(part);
+            if (st != NR_OK) goto done;
+        } else if (is_depthwise(&s)) {
             dwplan pl;
             if (!dw_plan(&s, &pl)) {
                 st = nr_seterror(NR_ENOMEM, "conv2d backward: out of memory");

@@ -1,6 +1,7 @@
 /*
-** pool.c -- the one thread pool: static chunking of [0, n) over nth
-** threads (thread 0 is the caller), per-thread scratch, the abort flag.
+** pool.c -- the one thread pool: [0, n) cut into a few chunks per thread
+** that the threads (thread 0 is the caller) take from a shared counter,
+** per-thread scratch, the abort flag.
 ** Workers spin up to a millisecond and then sleep on a condition
 ** variable, so an idle pool costs nothing while a long stretch of Lua or
 ** I/O runs.
@@ -16,6 +17,7 @@
 #include <time.h>
 
 #define MAXTHREADS 64
+#define CHUNKS 4 /* chunks per thread of a job */
 
 static struct {
     int nth;                       /* threads in use, including the caller */
@@ -27,7 +29,8 @@ static struct {
     atomic_int pending;            /* workers still running the job */
     nr_task_fn fn;
     void *ctx;
-    int64_t n;
+    int64_t n, nchunk;
+    atomic_llong next;             /* next chunk to run */
     int job_nth;
 } P = {.nth = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
@@ -36,10 +39,19 @@ static atomic_int abort_flag;
 void nr_set_abort(int on) { atomic_store(&abort_flag, on); }
 int nr_aborted(void) { return atomic_load_explicit(&abort_flag, memory_order_relaxed); }
 
-static void run_chunk(int ith) {
-    int64_t n = P.n, nth = P.job_nth;
-    int64_t i0 = n * ith / nth, i1 = n * (ith + 1) / nth;
-    if (i1 > i0) P.fn(P.ctx, i0, i1, ith);
+/* The range is cut into P.nchunk equal chunks which the threads take in
+   turn from a shared counter: a thread that starts late (a worker being
+   woken, a vCPU the hypervisor paused) or runs slower leaves its chunks
+   to the others instead of holding up the whole job.  Which thread runs a
+   chunk varies; what a chunk computes does not (ith only picks scratch). */
+static void run_chunks(int ith) {
+    const int64_t n = P.n, nc = P.nchunk;
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed);
+        if (c >= nc) break;
+        int64_t i0 = n * c / nc, i1 = n * (c + 1) / nc;
+        if (i1 > i0) P.fn(P.ctx, i0, i1, ith);
+    }
 }
 
 /* How long an idle worker spins before it sleeps on the condition
@@ -85,7 +97,7 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&P.mu);
         }
         seen = g;
-        if (ith < P.job_nth) run_chunk(ith);
+        if (ith < P.job_nth) run_chunks(ith);
         atomic_fetch_sub_explicit(&P.pending, 1, memory_order_release);
     }
     return NULL;
@@ -125,12 +137,15 @@ void nr_parallel_for(int64_t n, int64_t grain, nr_task_fn fn, void *ctx) {
     P.ctx = ctx;
     P.n = n;
     P.job_nth = (int)nth;
+    /* CHUNKS per thread, each of at least grain items */
+    P.nchunk = n / grain < nth * CHUNKS ? n / grain : nth * CHUNKS;
+    atomic_store_explicit(&P.next, 0, memory_order_relaxed);
     atomic_store(&P.pending, P.started);
     pthread_mutex_lock(&P.mu);
     atomic_fetch_add_explicit(&P.gen, 1, memory_order_release);
     pthread_cond_broadcast(&P.cv);
     pthread_mutex_unlock(&P.mu);
-    run_chunk(0);
+    run_chunks(0);
     /* spin a little (the common case: the worker is a few microseconds
        behind), then yield so a descheduled worker gets the core */
     for (int spins = 0; atomic_load_explicit(&P.pending, memory_order_acquire) > 0; spins++)

@@ -444,11 +444,18 @@ typedef struct {
     float scale;
 } red_job;
 
-static void sumall_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+/* 64 fixed blocks, each summed in double: the result does not depend on
+   the thread count or on which thread ran which block */
+#define SUM_BLOCKS 64
+static void sumall_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    (void)ith;
     red_job *j = ctx;
-    double s = 0;
-    for (int64_t i = i0; i < i1; i++) s += j->x[i];
-    j->part[ith] = s;
+    for (int64_t b = b0; b < b1; b++) {
+        double s = 0;
+        for (int64_t i = j->n * b / SUM_BLOCKS, e = j->n * (b + 1) / SUM_BLOCKS; i < e; i++)
+            s += j->x[i];
+        j->part[b] = s;
+    }
 }
 
 static void sumdim_task(void *ctx, int64_t o0, int64_t o1, int ith) {
@@ -498,11 +505,13 @@ static nr_status reduce(nr_tensor **out, const nr_tensor *a, int dim, int keepdi
         y = nr_tensor_empty(keepdim ? a->ndim : 0, ne1);
         if (!y) goto oom;
         int64_t n = nr_numel(x);
-        double part[64] = {0};
+        double part[SUM_BLOCKS] = {0};
         red_job j = {nr_data(x), NULL, part, n, 1, 1};
-        nr_parallel_for(n, 65536, sumall_task, &j);
+        /* at least 65536 elements per thread */
+        nr_parallel_for(SUM_BLOCKS, n / 65536 >= SUM_BLOCKS ? 1 : SUM_BLOCKS * 65536 / (n + 1) + 1,
+                        sumall_task, &j);
         double s = 0;
-        for (int i = 0; i < 64; i++) s += part[i];
+        for (int i = 0; i < SUM_BLOCKS; i++) s += part[i];
         scale = mean ? (n ? 1.0f / (float)n : NAN) : 1.0f;
         nr_data(y)[0] = (float)(s * (mean ? (n ? 1.0 / n : NAN) : 1.0));
     } else {

@@ -873,9 +873,10 @@ static void cl_pack(const float *restrict src, int64_t lds, int64_t npix, int64_
             if (relu) r[j] = _mm512_max_ps(r[j], _mm512_setzero_ps());
         }
         tr16(r);
+        int64_t row = q0 / W, col = q0 % W;
         for (int64_t p = 0; p < nq; p++) {
-            int64_t q = q0 + p;
-            _mm512_storeu_ps(dst + ((q / W) * ldr + q % W) * VL, r[p]);
+            _mm512_storeu_ps(dst + (row * ldr + col) * VL, r[p]);
+            if (++col == W) col = 0, row++;
         }
     }
 #endif

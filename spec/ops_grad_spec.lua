@@ -22,6 +22,13 @@ local cases = {
   {"add", function(a, b) return F.add(a, b) end, {{3, 4}, {3, 4}}},
   {"add broadcast per-channel", function(a, b) return a + b end, {{2, 3, 4, 4}, {3, 1, 1}}},
   {"sub broadcast row", function(a, b) return a - b end, {{3, 5}, {5}}},
+  -- same-size operands get +-g written on their first gradient, added after
+  {"sub", function(a, b) return F.sub(a, b) end, {{3, 4}, {3, 4}}},
+  {"add, an input on both sides", function(a) return F.add(a, a) end, {{3, 4}}},
+  {"sub, an input on both sides plus a product", function(a, b)
+    return F.add(F.sub(F.mul(a, b), a), F.sub(b, a)) end, {{3, 4}, {3, 4}}},
+  {"add, one operand broadcast and one not", function(a, b)
+    return F.add(F.add(a, b), a) end, {{2, 3, 4}, {3, 1}}},
   {"mul scalar weight", function(a, b) return F.mul(a, b) end, {{}, {2, 3, 4}}},
   {"mul per-channel", function(a, b) return a * b end, {{2, 3, 2, 2}, {1, 3, 1, 1}}},
   {"div", function(a, b) return a / b end, {{3, 4}, "pos:3,4"}},

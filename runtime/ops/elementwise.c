@@ -207,6 +207,9 @@ static nr_status binary(nr_tensor **out, const nr_tensor *a, const nr_tensor *b,
     if (nd_) {
         nd_->p.i[0] = op;
         if (op == B_ADD || op == B_SUB) { /* backward reads shapes only */
+            /* an operand of the output's size gets +-g written, not added
+               to a zero fill, on its first gradient */
+            nd_->writes = (nr_numel(a) == nr_numel(o) ? 1u : 0u) | (nr_numel(b) == nr_numel(o) ? 2u : 0u);
             nr_forget_input(nd_, 0);
             nr_forget_input(nd_, 1);
         }
@@ -263,6 +266,25 @@ static void bwd_task(void *ctx, int64_t r0, int64_t r1, int ith) {
     }
 }
 
+typedef struct {
+    const float *g;
+    float *gin;
+    float sign;
+    int fresh;
+} addg_job;
+
+static void addg_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    (void)ith;
+    const addg_job *J = ctx;
+    const float *restrict g = J->g;
+    float *restrict d = J->gin;
+    const float sg = J->sign;
+    if (J->fresh)
+        for (int64_t i = i0; i < i1; i++) d[i] = sg * g[i];
+    else
+        for (int64_t i = i0; i < i1; i++) d[i] += sg * g[i];
+}
+
 static nr_status bin_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) {
     const nr_tensor *a = n->in[0], *b = n->in[1];
     binop op = (binop)n->p.i[0];
@@ -275,6 +297,14 @@ static nr_status bin_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) 
         if (!gin[w]) continue;
         const nr_tensor *me = w ? b : a;
         int bcast = nr_numel(me) != nr_numel(g);
+        if (!bcast && (op == B_ADD || op == B_SUB) && nr_is_contiguous(g)) {
+            /* +-g, elementwise in the same layout */
+            addg_job J = {nr_data(g), nr_data(gin[w]), op == B_SUB && w ? -1.0f : 1.0f,
+                          (int)((n->fresh >> w) & 1)};
+            nr_parallel_for(nr_numel(g), 16384, addg_task, &J);
+            continue;
+        }
+        if ((n->fresh >> w) & 1) memset(nr_data(gin[w]), 0, (size_t)nr_numel(gin[w]) * sizeof(float));
         bshape use = bs, gmap = bs;
         /* gin[w] is contiguous: unbroadcast, it shares the output's layout */
         memcpy(gmap.sa, bs.so, sizeof bs.so);

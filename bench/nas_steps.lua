@@ -66,8 +66,8 @@ local function convbn(ci, co, k, stride, groups)
                                          groups = groups or 1, bias = false }),
            bn = nn.BatchNorm2d(co) }
 end
-local function run_convbn(m, x)
-  return m.bn(conv(x, m.conv.weight, m.conv._fopts))
+local function run_convbn(m, x, act)
+  return m.bn(conv(x, m.conv.weight, m.conv._fopts), act)
 end
 
 local MBConv = nn.class("BenchMBConv")
@@ -77,9 +77,11 @@ function MBConv:__init(ci, co, k, e, st)
   local a, b, c = convbn(ci, h, 1), convbn(h, h, k, st, h), convbn(h, co, 1)
   self.c1, self.b1, self.c2, self.b2, self.c3, self.b3 = a.conv, a.bn, b.conv, b.bn, c.conv, c.bn
 end
+-- BN then ReLU6 as one op (nn.BatchNorm2d's activation), as the library's
+-- MBConv runs them
 function MBConv:forward(x)
-  local y = F.relu6(run_convbn({ conv = self.c1, bn = self.b1 }, x))
-  y = F.relu6(run_convbn({ conv = self.c2, bn = self.b2 }, y))
+  local y = run_convbn({ conv = self.c1, bn = self.b1 }, x, "relu6")
+  y = run_convbn({ conv = self.c2, bn = self.b2 }, y, "relu6")
   y = run_convbn({ conv = self.c3, bn = self.b3 }, y)
   return self.res and F.add(x, y) or y
 end
@@ -107,9 +109,9 @@ function SinglePath:__init()
   self.cls = nn.Linear(320, 10)
 end
 function SinglePath:forward(x, path)
-  x = F.relu6(run_convbn({ conv = self.stem_conv, bn = self.stem_bn }, x))
+  x = run_convbn({ conv = self.stem_conv, bn = self.stem_bn }, x, "relu6")
   for l, c in ipairs(path) do x = self.layers[l][c + 1](x) end
-  x = F.relu6(run_convbn({ conv = self.head_conv, bn = self.head_bn }, x))
+  x = run_convbn({ conv = self.head_conv, bn = self.head_bn }, x, "relu6")
   return linear(gap(x), self.cls.weight, self.cls.bias)
 end
 
@@ -131,9 +133,11 @@ function EBlock:__init(ci, co, st)
   self:register_parameter("w2", param({ h, 1, 5, 5 }, 0.1)); self.b2 = nn.BatchNorm2d(h)
   self:register_parameter("w3", param({ co, h, 1, 1 }, 0.1)); self.b3 = nn.BatchNorm2d(co)
 end
-local function ebn(m, x, c) -- F.batch_norm(x, None, None, m.weight[:c], m.bias[:c], training=True)
+-- F.batch_norm(x, None, None, m.weight[:c], m.bias[:c], training=True),
+-- then act (relu6) in the same op
+local function ebn(m, x, c, act)
   return F.batch_norm(x, nil, nil, F.narrow(m.weight, 1, 1, c), F.narrow(m.bias, 1, 1, c),
-    { training = true })
+    { training = true, activation = act })
 end
 local function first(t, dims) -- t[:d1, :d2, ...]
   for d, n in ipairs(dims) do t = F.narrow(t, d, 1, n) end
@@ -142,9 +146,9 @@ end
 function EBlock:forward(x, co, k, e)
   local ci = x:shape()[2]
   local h, off = ci * e, (5 - k) // 2
-  local y = F.relu6(ebn(self.b1, conv(x, first(self.w1, { h, ci })), h))
+  local y = ebn(self.b1, conv(x, first(self.w1, { h, ci })), h, "relu6")
   local w2 = F.narrow(F.narrow(first(self.w2, { h }), 3, off + 1, k), 4, off + 1, k)
-  y = F.relu6(ebn(self.b2, conv(y, w2, { stride = self.st, padding = k // 2, groups = h }), h))
+  y = ebn(self.b2, conv(y, w2, { stride = self.st, padding = k // 2, groups = h }), h, "relu6")
   y = ebn(self.b3, conv(y, first(self.w3, { co, h })), co)
   return (self.st == 1 and ci == co) and F.add(y, x) or y
 end
@@ -164,7 +168,7 @@ function Elastic:__init()
   self.cls = nn.Linear(ci, 10)
 end
 function Elastic:forward(x, cfg)
-  x = F.relu6(self.sbn(conv(x, self.stem.weight, self.stem._fopts)))
+  x = self.sbn(conv(x, self.stem.weight, self.stem._fopts), "relu6")
   for s, blocks in ipairs(self.stages:children()) do
     local c = cfg[s]
     for j = 1, c[2] do x = blocks[j](x, c[1], c[3], c[4]) end

@@ -4,10 +4,14 @@
 */
 #include "luabind.h"
 
+#include <string.h>
+
 /* F.batch_norm(x, running_mean, running_var, weight, bias,
-                {training=true, momentum=0.1, eps=1e-5}) */
+                {training=true, momentum=0.1, eps=1e-5, activation="none"})
+   activation "relu" / "relu6": F.relu(F.batch_norm(...)) in one op */
 static int l_batch_norm(lua_State *L) {
-    static const char *const opts[] = {"training", "momentum", "eps", NULL};
+    static const char *const opts[] = {"training", "momentum", "eps", "activation", NULL};
+    static const char *const acts[] = {"none", "relu", "relu6", NULL};
     nr_tensor *x = nrL_checktensor(L, 1);
     nr_tensor *rm = nrL_opttensor(L, 2);
     nr_tensor *rv = nrL_opttensor(L, 3);
@@ -18,6 +22,20 @@ static int l_batch_norm(lua_State *L) {
     p.training = nrL_optbool_field(L, 6, "training", 1, "batch_norm");
     p.momentum = nrL_optnum_field(L, 6, "momentum", 0.1, "batch_norm");
     p.eps = nrL_optnum_field(L, 6, "eps", 1e-5, "batch_norm");
+    p.act = NR_ACT_NONE;
+    if (lua_istable(L, 6)) {
+        lua_getfield(L, 6, "activation");
+        if (!lua_isnil(L, -1)) {
+            const char *a = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            int k = 0;
+            while (a && acts[k] && strcmp(acts[k], a) != 0) k++;
+            if (!a || !acts[k])
+                return luaL_error(L, "batch_norm: activation must be 'none', 'relu' or 'relu6', "
+                                     "got %s", a ? a : luaL_typename(L, -1));
+            p.act = k; /* NR_ACT_NONE, NR_ACT_RELU, NR_ACT_RELU6 in that order */
+        }
+        lua_pop(L, 1);
+    }
     nr_tensor *out = NULL;
     nr_status st = nr_batch_norm(&out, x, rm, rv, w, b, &p);
     if (st != NR_OK) return nrL_raise(L, st);

@@ -326,7 +326,9 @@ NR_API nr_status nr_adaptive_avg_pool2d(nr_tensor **out, const nr_tensor *x,
 typedef struct {
     int training;
     double momentum, eps;
+    int act; /* NR_ACT_*: applied to the output in the same pass */
 } nr_bn_params;
+enum { NR_ACT_NONE = 0, NR_ACT_RELU = 1, NR_ACT_RELU6 = 2 };
 /* running_mean/var updated in place when training (may be NULL); weight and
    bias may be NULL (affine=false). */
 NR_API nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,

@@ -42,7 +42,7 @@ int main(void) {
     CHECK(nr_dist_sync_bn() == 0);
     nr_tensor *x = nr_tensor_randn(4, (int64_t[]){4, 3, 2, 2});
     nr_tensor *y1 = NULL, *y2 = NULL;
-    nr_bn_params p = {1, 0.1, 1e-5};
+    nr_bn_params p = {1, 0.1, 1e-5, NR_ACT_NONE};
     CHECK(nr_batch_norm(&y1, x, NULL, NULL, NULL, NULL, &p) == NR_OK);
     CHECK(nr_dist_set_sync_bn(0) == 1);
     CHECK(nr_batch_norm(&y2, x, NULL, NULL, NULL, NULL, &p) == NR_OK);

@@ -193,7 +193,7 @@ static void test_bn_hand(void) {
     nr_tensor *rm = nr_tensor_zeros(1, SH(2));
     nr_tensor *rv = nr_tensor_full(1, SH(2), 1.0f);
     nr_tensor *y = NULL;
-    nr_bn_params p = {1, 0.1, 0.0};
+    nr_bn_params p = {1, 0.1, 0.0, NR_ACT_NONE};
     CHECK(nr_batch_norm(&y, x, rm, rv, NULL, NULL, &p) == NR_OK);
     const float e1[] = {-1, -1, 1, 1};
     for (int i = 0; i < 4; i++) CHECK_NEAR(nr_data(y)[i], e1[i], 1e-6);
@@ -209,7 +209,7 @@ static void test_bn_hand(void) {
     for (int i = 0; i < 4; i++) CHECK_NEAR(nr_data(y)[i], e2[i], 1e-6);
     nr_tensor_release(y);
     /* eval with running mean [0.2,0.3], var [1.1,1.1], eps 0.1: var+eps = 1.2 */
-    nr_bn_params pe = {0, 0.1, 0.1};
+    nr_bn_params pe = {0, 0.1, 0.1, NR_ACT_NONE};
     CHECK(nr_batch_norm(&y, x, rm, rv, w, b, &pe) == NR_OK);
     double r12 = 1 / sqrt(1.2);
     const double e3[] = {(1 - 0.2) * r12 * 2 + 1, (2 - 0.3) * r12 * 0.5 - 1,
@@ -241,7 +241,7 @@ static void bn_case(int nd, const int64_t *ne, int affine) {
     int64_t n = nr_numel(x);
     double *ref = malloc(n * sizeof(double));
     /* training forward + running stats */
-    bn_ctx c = {{1, 0.2, 1e-5}, rm, rv};
+    bn_ctx c = {{1, 0.2, 1e-5, NR_ACT_NONE}, rm, rv};
     nr_tensor *in[3] = {x, w, b};
     nr_tensor *y = NULL;
     CHECK(bn_f(&y, in, &c) == NR_OK);
@@ -257,7 +257,7 @@ static void bn_case(int nd, const int64_t *ne, int affine) {
     CHECK_ERR("bn eval forward", maxerr(y, ref), 2e-5);
     nr_tensor_release(y);
     /* backward: training (no running stats so repeated forwards are pure) */
-    bn_ctx ct = {{1, 0.1, 1e-5}, NULL, NULL};
+    bn_ctx ct = {{1, 0.1, 1e-5, NR_ACT_NONE}, NULL, NULL};
     snprintf(name, sizeof name, "batch_norm train %dd affine=%d", nd, affine);
     gradcheck(name, bn_f, 3, in, &ct);
     snprintf(name, sizeof name, "batch_norm eval %dd affine=%d", nd, affine);
@@ -285,7 +285,7 @@ static void test_bn(void) {
     CHECK(nr_transpose(&xt, x, 0, 1) == NR_OK); /* [4,3], non-contiguous */
     nr_tensor *xtc = nr_tensor_clone(xt);
     int prev = nr_set_grad_enabled(0);
-    nr_bn_params p = {1, 0.1, 1e-5};
+    nr_bn_params p = {1, 0.1, 1e-5, NR_ACT_NONE};
     CHECK(nr_batch_norm(&y, xt, rm, rv, NULL, NULL, &p) == NR_OK);
     nr_set_grad_enabled(prev);
     double ref[12], drm[3] = {0, 0, 0}, drv[3] = {1, 1, 1};
@@ -298,7 +298,7 @@ static void test_bn(void) {
     nr_tensor_release(xt);
     nr_tensor_release(xtc);
     /* errors */
-    nr_bn_params pe = {0, 0.1, 1e-5};
+    nr_bn_params pe = {0, 0.1, 1e-5, NR_ACT_NONE};
     x = R(2, SH(4, 3));
     y = (nr_tensor *)1;
     CHECK(nr_batch_norm(&y, x, NULL, NULL, NULL, NULL, &pe) == NR_EUSAGE && y == NULL);
@@ -314,6 +314,81 @@ static void test_bn(void) {
     nr_tensor_release(x);
     nr_tensor_release(rm);
     nr_tensor_release(rv);
+}
+
+/* batch_norm with a fused relu / relu6 against relu(batch_norm(x)) and
+   relu6(...) of separate ops: the same outputs, and the same gradients of
+   x, weight and bias (the fused backward masks g by the output, strictly
+   inside (0, 6) for relu6 as PyTorch's hardtanh_backward).  Weight 3 and
+   bias 1 put outputs past 6 and below 0. Every shape path: S >= 16, S < 16,
+   S == 1, affine or not. */
+static void test_bn_act(void) {
+    static const int64_t shapes[][4] = {{4, 3, 5, 5}, {3, 4, 2, 3}, {6, 5, 0, 0}};
+    for (int si = 0; si < 3; si++)
+        for (int affine = 0; affine < 2; affine++)
+            for (int act = NR_ACT_RELU; act <= NR_ACT_RELU6; act++) {
+                int nd = shapes[si][2] ? 4 : 2;
+                nr_tensor *x = R(nd, shapes[si]), *g = R(nd, shapes[si]);
+                int64_t C = shapes[si][1];
+                nr_tensor *w = nr_tensor_full(1, SH(C), 3.0f), *b = nr_tensor_full(1, SH(C), 1.0f);
+                nr_tensor *rm1 = nr_tensor_zeros(1, SH(C)), *rv1 = nr_tensor_full(1, SH(C), 1);
+                nr_tensor *rm2 = nr_tensor_zeros(1, SH(C)), *rv2 = nr_tensor_full(1, SH(C), 1);
+                nr_tensor *grads[2][3] = {{0}};
+                nr_tensor *ys[2] = {0};
+                for (int fused = 0; fused < 2; fused++) {
+                    nr_tensor *xl = nr_tensor_clone(x), *wl = nr_tensor_clone(w), *bl = nr_tensor_clone(b);
+                    xl->requires_grad = wl->requires_grad = bl->requires_grad = 1;
+                    nr_bn_params p = {1, 0.1, 1e-5, fused ? act : NR_ACT_NONE};
+                    nr_tensor *z = NULL, *y = NULL;
+                    CHECK(nr_batch_norm(&z, xl, fused ? rm2 : rm1, fused ? rv2 : rv1,
+                                        affine ? wl : NULL, affine ? bl : NULL, &p) == NR_OK);
+                    if (fused) {
+                        y = z;
+                        z = NULL;
+                    } else {
+                        CHECK(nr_unary_op(&y, z, act == NR_ACT_RELU ? NR_U_RELU : NR_U_RELU6) == NR_OK);
+                    }
+                    CHECK(nr_backward(y, g) == NR_OK);
+                    ys[fused] = y;
+                    grads[fused][0] = xl;
+                    grads[fused][1] = wl;
+                    grads[fused][2] = bl;
+                    nr_tensor_release(z);
+                }
+                double e = 0, eg = 0;
+                int64_t n = nr_numel(x);
+                int clamped = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    float v = nr_data(ys[1])[i];
+                    e = fmax(e, fabs(v - nr_data(ys[0])[i]));
+                    clamped += v == 0.0f || (act == NR_ACT_RELU6 && v == 6.0f);
+                    eg = fmax(eg, fabs(nr_data(grads[1][0]->grad)[i] - nr_data(grads[0][0]->grad)[i]));
+                }
+                CHECK(clamped > 0 && clamped < n);
+                for (int k = 1; affine && k < 3; k++)
+                    for (int64_t c = 0; c < C; c++)
+                        eg = fmax(eg, fabs(nr_data(grads[1][k]->grad)[c] - nr_data(grads[0][k]->grad)[c]));
+                char name[96];
+                snprintf(name, sizeof name, "bn %s fused, %dd affine=%d forward",
+                         act == NR_ACT_RELU ? "relu" : "relu6", nd, affine);
+                CHECK_ERR(name, e, 1e-6);
+                snprintf(name, sizeof name, "bn %s fused, %dd affine=%d gradients",
+                         act == NR_ACT_RELU ? "relu" : "relu6", nd, affine);
+                CHECK_ERR(name, eg, 1e-5);
+                for (int64_t c = 0; c < C; c++)
+                    CHECK(nr_data(rm1)[c] == nr_data(rm2)[c] && nr_data(rv1)[c] == nr_data(rv2)[c]);
+                for (int f = 0; f < 2; f++) {
+                    nr_tensor_release(ys[f]);
+                    for (int k = 0; k < 3; k++) nr_tensor_release(grads[f][k]);
+                }
+                nr_tensor *tensors[] = {x, g, w, b, rm1, rv1, rm2, rv2};
+                for (int k = 0; k < 8; k++) nr_tensor_release(tensors[k]);
+            }
+    nr_bn_params bad = {1, 0.1, 1e-5, 7};
+    nr_tensor *x = R(2, SH(4, 3)), *y = NULL;
+    CHECK(nr_batch_norm(&y, x, NULL, NULL, NULL, NULL, &bad) == NR_EUSAGE && y == NULL);
+    CHECK(strstr(nr_lasterror(), "batch_norm") && strstr(nr_lasterror(), "activation"));
+    nr_tensor_release(x);
 }
 
 /* ------------------------------------------------------------ softmax */
@@ -745,7 +820,7 @@ static void test_threads(void) {
     }
     {
         nr_tensor *in[3] = {RG(4, SH(16, 32, 16, 16)), RG(1, SH(32)), RG(1, SH(32))};
-        bn_ctx c = {{1, 0.1, 1e-5}, NULL, NULL};
+        bn_ctx c = {{1, 0.1, 1e-5, NR_ACT_NONE}, NULL, NULL};
         nr_tensor *y = NULL;
         CHECK(bn_f(&y, in, &c) == NR_OK);
         int64_t n = nr_numel(in[0]);
@@ -763,7 +838,7 @@ static void test_threads(void) {
         nr_tensor_release(c.rv);
         for (int i = 0; i < 3; i++) nr_tensor_release(in[i]);
         nr_tensor *in2[3] = {RG(2, SH(4096, 64)), RG(1, SH(64)), RG(1, SH(64))};
-        bn_ctx c2 = {{1, 0.1, 1e-5}, NULL, NULL};
+        bn_ctx c2 = {{1, 0.1, 1e-5, NR_ACT_NONE}, NULL, NULL};
         threads_case("batch_norm 2d train", bn_f, 3, in2, &c2);
         for (int i = 0; i < 3; i++) nr_tensor_release(in2[i]);
     }
@@ -800,6 +875,7 @@ int main(void) {
     nr_manual_seed(1234);
     size_t live0 = nr_live_bytes();
     test_bn();
+    test_bn_act();
     test_softmax();
     test_cross_entropy();
     test_matmul();

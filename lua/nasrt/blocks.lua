@@ -1210,10 +1210,19 @@ function MBConv:__init(cin, cout, k, stride, e, opts)
   end
 end
 
+-- conv -> BN -> activation, a Sequential of the three; a relu or relu6 is
+-- applied by the BN in the same op (one pass less, forward and backward)
+local FUSED_ACT = { relu = "relu", relu6 = "relu6" }
+local function conv_bn_act(seq, x, act)
+  local f = FUSED_ACT[act]
+  if not f then return seq(x) end
+  return seq[2](seq[1](x), f)
+end
+
 function MBConv:forward(x)
   local h = x
-  if self.expand then h = self.expand(h) end
-  h = self.depthwise(h)
+  if self.expand then h = conv_bn_act(self.expand, h, self.act_name) end
+  h = conv_bn_act(self.depthwise, h, self.act_name)
   if self.se then h = self.se(h) end
   h = self.project(h)
   if self.use_residual then h = h + x end

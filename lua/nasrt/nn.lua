@@ -1002,7 +1002,13 @@ end
 
 BatchNorm2d._rank = { [4] = true }
 
-function BatchNorm2d:forward(x)
+--- The normalised output; with `activation` "relu" or "relu6" that
+-- activation of it, in the same op (`bn(x, "relu6")` is
+-- `F.relu6(bn(x))` with one pass less, forward and backward).
+-- @tparam Tensor x [N,C,H,W]
+-- @tparam[opt] string activation "none" (default), "relu" or "relu6"
+-- @treturn Tensor
+function BatchNorm2d:forward(x, activation)
   local track = self.track_running_stats
   local training = self.training
   local momentum = self.momentum or 0.0
@@ -1013,7 +1019,8 @@ function BatchNorm2d:forward(x)
   end
   local use_batch = training or not track
   return F.batch_norm(x, track and self.running_mean or nil, track and self.running_var or nil,
-    self.weight, self.bias, { training = use_batch, momentum = momentum, eps = self.eps })
+    self.weight, self.bias, { training = use_batch, momentum = momentum, eps = self.eps,
+                              activation = activation })
 end
 
 function BatchNorm2d:output_shape(s)

@@ -174,7 +174,17 @@ typedef struct {
     float *sc, *sh;          /* [C] work: y = (x - mean) * sc + sh */
     float *mf;               /* [C] mean as float */
     double M;                /* values per channel (all ranks when synchronised) */
+    int act;                 /* NR_ACT_* on the output */
 } bn_fwd;
+
+/* The activation fused into the output, on a segment just written (still
+   in L1): relu max(y, 0), relu6 min(max(y, 0), 6). */
+static inline void act_apply(float *restrict y, int64_t n, int act) {
+    if (act == NR_ACT_RELU)
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    else if (act == NR_ACT_RELU6)
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? (y[i] < 6.0f ? y[i] : 6.0f) : 0.0f;
+}
 
 /* Per-channel finish of the statistics: invstd, running stats, and the
    affine coefficients y = (x - mf) * sc + sh. */
@@ -223,6 +233,7 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                 const float *xp = x + n * CS + c * S;
                 float *yp = y + n * CS + c * S;
                 for (int64_t i = 0; i < S; i++) yp[i] = (xp[i] - m) * sc + sh;
+                act_apply(yp, S, j->act);
             }
         }
         return;
@@ -267,6 +278,7 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                 for (int64_t i = 0; i < S; i++) yp[i] = (xp[i] - m) * s + h;
             }
         }
+        act_apply(yb + c0 * S, (c1 - c0) * S, j->act);
     }
 }
 
@@ -402,6 +414,7 @@ static void bn_out_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             const float *xp = j->x + n * CS + c * S;
             float *yp = j->y + n * CS + c * S;
             for (int64_t i = 0; i < S; i++) yp[i] = (xp[i] - m) * sc + sh;
+            act_apply(yp, S, j->act);
         }
     }
 }
@@ -466,12 +479,38 @@ static int64_t bn_grain(int64_t per_channel) {
     return g < 1 ? 1 : g;
 }
 
+/* The fused activation's backward, g where it passed its input, else 0
+   (relu: y > 0; relu6: 0 < y < 6, PyTorch's hardtanh_backward). */
+typedef struct {
+    float *g;
+    const float *y;
+    int act;
+} actb_job;
+
+static void act_bwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    (void)ith;
+    const actb_job *J = ctx;
+    float *restrict g = J->g;
+    const float *restrict y = J->y;
+    if (J->act == NR_ACT_RELU)
+        for (int64_t i = i0; i < i1; i++) g[i] = y[i] > 0.0f ? g[i] : 0.0f;
+    else
+        for (int64_t i = i0; i < i1; i++) g[i] = y[i] > 0.0f && y[i] < 6.0f ? g[i] : 0.0f;
+}
+
 static nr_status bn_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
     const nr_tensor *x = nd->in[0], *w = nd->in[1];
     int64_t N = x->ne[0], C = x->ne[1], S = 1;
     for (int i = 2; i < x->ndim; i++) S *= x->ne[i];
-    nr_tensor *g = contig_plain(gout);
+    const int act = (int)nd->p.i[2];
+    /* with an activation g is masked in place: a fresh copy, or the node's
+       own output gradient (nothing else reads it after this backward) */
+    nr_tensor *g = act && !nr_is_contiguous(gout) ? nr_tensor_clone(gout) : contig_plain(gout);
     if (!g) return NR_ENOMEM;
+    if (act) {
+        actb_job A = {nr_data(g), nr_data(nd->saved[1]), act};
+        nr_parallel_for(nr_numel(g), 16384, act_bwd_task, &A);
+    }
     char *work = malloc((size_t)C * (2 * sizeof(double) + 4 * sizeof(float)) + 64);
     if (!work) {
         nr_tensor_release(g);
@@ -529,7 +568,7 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
                         const nr_bn_params *p) {
     char b1[NR_SHAPEBUF];
     *out = NULL;
-    nr_bn_params defaults = {1, 0.1, 1e-5};
+    nr_bn_params defaults = {1, 0.1, 1e-5, NR_ACT_NONE};
     if (!p) p = &defaults;
     if (x->ndim < 2)
         return nr_seterror(NR_ESHAPE, "batch_norm: input %s needs at least 2 dims [N,C,...]",
@@ -541,6 +580,8 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
     if ((st = bn_check_vec("bias", bias, x)) != NR_OK) return st;
     if (!(p->eps >= 0))
         return nr_seterror(NR_EUSAGE, "batch_norm: eps must be >= 0, got %g", p->eps);
+    if (p->act < NR_ACT_NONE || p->act > NR_ACT_RELU6)
+        return nr_seterror(NR_EUSAGE, "batch_norm: unknown activation %d", p->act);
     int64_t N = x->ne[0], C = x->ne[1], S = 1;
     for (int i = 2; i < x->ndim; i++) S *= x->ne[i];
     const int sync = p->training && nr_dist_sync_bn();
@@ -579,6 +620,7 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
         .b = bias ? nr_data(bias) : NULL, .bs = bias ? bias->st[0] : 0,
         .mean = stats, .invstd = stats + C, .acc = stats + 2 * C,
         .sc = fw, .sh = fw + C, .mf = fw + 2 * C, .M = (double)N * (double)S,
+        .act = p->act,
     };
     if (sync) {
         nr_status st = bn_fwd_sync(&j, bn_grain(N * S));
@@ -600,9 +642,17 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
         nd->writes = 1; /* dx */
         nd->p.i[0] = j.training;
         nd->p.i[1] = sync;
+        nd->p.i[2] = p->act;
+        if (p->act) { /* the activation's backward reads the output */
+            nr_tensor *al = nr_alias(y);
+            if (al) {
+                nr_save(nd, 1, al);
+                nr_tensor_release(al);
+            }
+        }
         nd->extra = stats; /* mean[C], invstd[C], then the global count at
                               [2C] (synchronised) or zeros[C] (xhat) */
-        if (!weight && !bias && j.training && !sync) {
+        if (!weight && !bias && j.training && !sync && !p->act) {
             /* affine=False (every BN inside a DARTS op): the output is xhat,
                which is all backward needs, and the input can die now (the
                conv or pool before it no longer lives until backward).  Not

@@ -193,6 +193,8 @@ return {
     return F.batch_norm(x4, nasrt.zeros({5}), nasrt.ones({5})) end, "batch_norm", "[5]"},
   {"F.batch_norm", "training a number", function() return F.batch_norm(x4, nil, nil, nil, nil, {training = 1}) end, "batch_norm: option 'training' must be a boolean"},
   {"F.batch_norm", "eps a string", function() return F.batch_norm(x4, nil, nil, nil, nil, {eps = "1e-5"}) end, "batch_norm: option 'eps' must be a number"},
+  {"F.batch_norm", "an unknown activation", function() return F.batch_norm(x4, nil, nil, nil, nil, {activation = "gelu"}) end, "batch_norm: activation must be 'none', 'relu' or 'relu6', got gelu"},
+  {"F.batch_norm", "activation a number", function() return F.batch_norm(x4, nil, nil, nil, nil, {activation = 6}) end, "batch_norm: activation must be", "got number"},
   {"F.softmax", "bad dim", function() return F.softmax(m23, 3) end, "softmax"},
   {"F.softmax", "a string", function() return F.softmax("x", 1) end, "softmax: argument #1"},
   {"F.log_softmax", "no dim", function() return F.log_softmax(m23) end, "log_softmax"},

@@ -101,6 +101,7 @@ return {
   {"nn.BatchNorm1d()", "NaN eps", function() return nn.BatchNorm1d(3, {eps = nan}) end, "BatchNorm1d: eps must be a positive number"},
   {"nn.BatchNorm2d.forward", "the wrong channels", function() return bn(nasrt.randn({2, 4, 8, 8})) end, "batch_norm", "[2,4,8,8]"},
   {"nn.BatchNorm2d.forward", "a string", function() return bn("x") end, "batch_norm: argument #1: expected tensor, got string"},
+  {"nn.BatchNorm2d.forward", "an unknown activation", function() return bn(nasrt.randn({2, 3, 4, 4}), "tanh") end, "batch_norm: activation must be", "got tanh"},
   {"nn.BatchNorm2d.output_shape", "the wrong channels", function() return bn:output_shape({2, 4, 8, 8}) end, "BatchNorm2d: input [2,4,8,8] does not match num_features=3"},
   {"nn.BatchNorm2d.output_shape", "a rank-2 shape", function() return bn:output_shape({2, 3}) end, "BatchNorm2d: input [2,3] does not match num_features=3"},
   {"nn.BatchNorm2d.reset_running_stats", "a Conv2d as self", function() return bn.reset_running_stats(conv) end, "BatchNorm2d.reset_running_stats: self is a Conv2d, not a BatchNorm2d"},

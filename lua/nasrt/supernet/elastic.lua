@@ -506,7 +506,8 @@ function EBN:slices(C)
          narrow_to(self.running_mean, 1, C), narrow_to(self.running_var, 1, C)
 end
 
-function EBN:forward(x)
+--- activation: nil, "relu" or "relu6", applied in the same op
+function EBN:forward(x, activation)
   local w, b, rm, rv = self:slices(x:shape()[2])
   local momentum = self.momentum or 0.0
   if self.training then
@@ -515,7 +516,7 @@ function EBN:forward(x)
     if self.momentum == nil then momentum = 1.0 / nbt:item() end
   end
   return F.batch_norm(x, rm, rv, w, b, { training = self.training, momentum = momentum,
-                                         eps = self.eps })
+                                         eps = self.eps, activation = activation })
 end
 
 function EBN:extra_repr()
@@ -614,18 +615,25 @@ function EBlock:shortcut(x, cout)
   return h
 end
 
+-- BN then act; relu and relu6 in the BN's own op
+local FUSED_ACT = { relu = "relu", relu6 = "relu6" }
+local function bn_act(bn, x, name)
+  local f = FUSED_ACT[name]
+  if f then return bn(x, f) end
+  return ACT[name](bn(x))
+end
+
 --- @tparam tensor x [N, c_in, H, W]
 -- @tparam int cout output width
 -- @tparam int k depthwise kernel
 -- @tparam number t expand ratio
 function EBlock:forward(x, cout, k, t)
-  local act = ACT[self.act_name]
   local cin = x:shape()[2]
   local h = x
   if self._has_expand then
-    h = act(self.expand_bn(self.expand_conv(h, make_divisible(py_round(cin * t), 8))))
+    h = bn_act(self.expand_bn, self.expand_conv(h, make_divisible(py_round(cin * t), 8)), self.act_name)
   end
-  h = act(self.dw_bn(self.dw_conv(h, nil, k)))
+  h = bn_act(self.dw_bn, self.dw_conv(h, nil, k), self.act_name)
   if self.se then h = self.se(h) end
   h = self.project_bn(self.project_conv(h, cout))
   local identity = cin == cout and self.stride == 1

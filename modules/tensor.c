@@ -952,6 +952,8 @@ void nrL_open_tensor(lua_State *L, int lib, int F) {
 /* ----------------------------------------------------------- the module */
 NR_MODAPI int luaopen_nasrt_core(lua_State *L) {
     nr_runtime_init(0);
+    /* generational collection: see nrL_pushtensor (luabind.c) */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     lua_newtable(L);
     int lib = lua_gettop(L);
     lua_newtable(L);

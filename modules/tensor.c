@@ -822,6 +822,48 @@ static int op_weighted_sum(lua_State *L) {
     return push_or_raise(L, st, o);
 }
 
+/* bn_weighted_sum({x1..xn}, w, bns[, {momentum=0.1, eps=1e-5}]): the
+   DARTS mixed op with the ops' final batch norms folded in; bns[k] is
+   false (xk as it is), true (batch norm, no running statistics) or
+   {running_mean, running_var} (updated in place) */
+static int op_bn_weighted_sum(lua_State *L) {
+    static const char *const opts[] = {"momentum", "eps", NULL};
+    nr_tensor *xs[NR_MAXIN], *rm[NR_MAXIN] = {0}, *rv[NR_MAXIN] = {0}, *o = NULL;
+    int n = checklist(L, 1, xs, NR_MAXIN - 1, "bn_weighted_sum");
+    nr_tensor *w = nrL_checktensor(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    if ((int)lua_rawlen(L, 3) != n)
+        return luaL_error(L, "bn_weighted_sum: %d inputs but %d entries in bns", n,
+                          (int)lua_rawlen(L, 3));
+    unsigned mask = 0;
+    for (int k = 0; k < n; k++) {
+        int t = lua_rawgeti(L, 3, k + 1);
+        if (t == LUA_TTABLE) {
+            mask |= 1u << k;
+            for (int r = 0; r < 2; r++) {
+                lua_rawgeti(L, -1, r + 1);
+                nr_tensor *v = nrL_totensor(L, -1);
+                if (!v)
+                    return luaL_error(L, "bn_weighted_sum: bns[%d][%d] is %s, expected the running %s",
+                                      k + 1, r + 1, luaL_typename(L, -1), r ? "variance" : "mean");
+                (r ? rv : rm)[k] = v;
+                lua_pop(L, 1);
+            }
+        } else if (t == LUA_TBOOLEAN) {
+            if (lua_toboolean(L, -1)) mask |= 1u << k;
+        } else {
+            return luaL_error(L, "bn_weighted_sum: bns[%d] is %s, expected false, true or "
+                                 "{running_mean, running_var}", k + 1, luaL_typename(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    nrL_checkopts(L, 4, "bn_weighted_sum", opts);
+    double momentum = nrL_optnum_field(L, 4, "momentum", 0.1, "bn_weighted_sum");
+    double eps = nrL_optnum_field(L, 4, "eps", 1e-5, "bn_weighted_sum");
+    nr_status st = nr_bn_weighted_sum(&o, n, xs, w, mask, rm, rv, momentum, eps);
+    return push_or_raise(L, st, o);
+}
+
 /* attn_sum({x1..xn}, a) with a [N, n*C]: the AGNAS edge output */
 static int op_attn_sum(lua_State *L) {
     nr_tensor *xs[NR_MAXIN], *o = NULL;
@@ -846,6 +888,7 @@ static const luaL_Reg op_funcs[] = {
     {"reshape", op_reshape}, {"view", op_reshape}, {"flatten", op_flatten},
     {"narrow", op_narrow}, {"transpose", op_transpose}, {"cat", op_cat}, {"pad", op_pad},
     {"subsample", op_subsample}, {"weighted_sum", op_weighted_sum},
+    {"bn_weighted_sum", op_bn_weighted_sum},
     {"attn_sum", op_attn_sum}, {NULL, NULL}};
 
 static const luaL_Reg tensor_methods[] = {

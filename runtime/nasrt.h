@@ -351,6 +351,15 @@ NR_API nr_status nr_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs,
                                  const nr_tensor *w);
 NR_API nr_status nr_attn_sum(nr_tensor **out, int n, nr_tensor *const *xs,
                              const nr_tensor *a);
+/* bn_weighted_sum: out = sum_k w[k] * b_k(xs[k]) where b_k, for the k whose
+   bit is set in bn_mask, is batch_norm in training mode without affine
+   (eps; running_mean[k] / running_var[k] updated with momentum when the
+   arrays and entries are non-NULL), else the identity.  The same numbers
+   as the separate ops, with fewer passes over memory. */
+NR_API nr_status nr_bn_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs,
+                                    const nr_tensor *w, unsigned bn_mask,
+                                    nr_tensor *const *running_mean,
+                                    nr_tensor *const *running_var, double momentum, double eps);
 
 /* ------------------------------------------------------------------ I/O */
 NR_API nr_status nr_npy_load(nr_tensor **out, const char *path);

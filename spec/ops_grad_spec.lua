@@ -82,6 +82,12 @@ local cases = {
     return F.batch_norm(x, nil, nil, nil, nil, {training = true}) end, {{5, 2, 3, 3}}},
   {"batch_norm 2d input", function(x, w, b)
     return F.batch_norm(x, nil, nil, w, b, {training = true}) end, {{6, 3}, {3}, {3}}},
+  {"bn_weighted_sum", function(a, b, c, w)
+    return F.bn_weighted_sum({a, b, c}, w, {true, false, true}) end,
+    {{3, 2, 2, 2}, {3, 2, 2, 2}, {3, 2, 2, 2}, {3}}},
+  {"bn_weighted_sum, an input twice", function(a, b, w)
+    return F.bn_weighted_sum({a, b, a}, w, {true, true, false}) end,
+    {{4, 2, 3}, {4, 2, 3}, {3}}},
   {"batch_norm eval", function(x, w, b)
     return F.batch_norm(x, RM, RV, w, b, {training = false}) end,
     {{2, 3, 2, 2}, {3}, {3}}},

@@ -250,6 +250,63 @@ describe("nasrt.supernet.darts", function()
     assert(ok, msg)
   end)
 
+  it("folds the ops' final batch norms into the weighted sum: the same outputs, gradients and running statistics", function()
+    local darts = require "nasrt.supernet.darts"
+    local function run(fold)
+      nasrt.manual_seed(21)
+      local net = S.darts { C = 16, layers = 3, steps = 2, multiplier = 2 }
+      local x = nasrt.randn { 3, 1, 12, 12 }
+      darts.fold_bn = fold
+      local calls, orig = 0, F.bn_weighted_sum
+      F.bn_weighted_sum = function(...) calls = calls + 1; return orig(...) end
+      local ok, err = pcall(function()
+        F.cross_entropy(net(x), nasrt.tensor { 1, 4, 7 }):backward()
+      end)
+      F.bn_weighted_sum = orig
+      darts.fold_bn = true
+      -- the folded path ran exactly when asked: on all 3 cells x 5 edges
+      assert.are.equal(fold and 15 or 0, calls)
+      assert(ok, err)
+      local grads, bufs = {}, {}
+      for _, p in ipairs(net:parameters()) do grads[#grads + 1] = p.grad end
+      for _, a in ipairs(net:arch_parameters()) do grads[#grads + 1] = a.grad end
+      for _, b in ipairs(net:buffers()) do bufs[#bufs + 1] = b end
+      return grads, bufs, net
+    end
+    local g1, b1 = run(false)
+    local g2, b2 = run(true)
+    assert.are.equal(#g1, #g2)
+    for i = 1, #g1 do
+      if g1[i] then assert.allclose(g1[i], g2[i], 1e-4) else assert.is_nil(g2[i]) end
+    end
+    assert.are.equal(#b1, #b2)
+    for i = 1, #b1 do assert.allclose(b1[i], b2[i], 1e-6) end
+  end)
+
+  it("runs F.bn_weighted_sum like batch_norm then weighted_sum", function()
+    nasrt.manual_seed(22)
+    local xs = { nasrt.randn { 4, 3, 5, 5 }, nasrt.randn { 4, 3, 5, 5 }, nasrt.randn { 4, 3, 5, 5 } }
+    local w = nasrt.tensor { 0.5, -1.5, 2.0 }
+    local rm1, rv1, rm2, rv2 = nasrt.zeros { 3 }, nasrt.ones { 3 }, nasrt.zeros { 3 }, nasrt.ones { 3 }
+    local ref = F.weighted_sum({ F.batch_norm(xs[1], rm1, rv1, nil, nil, { momentum = 0.3 }), xs[2],
+      F.batch_norm(xs[3], nil, nil, nil, nil) }, w)
+    local y = F.bn_weighted_sum(xs, w, { { rm2, rv2 }, false, true }, { momentum = 0.3 })
+    assert.allclose(ref, y, 1e-6)
+    assert.allclose(rm1, rm2, 1e-7)
+    assert.allclose(rv1, rv2, 1e-7)
+    -- by hand at one point: channel 2 of input 1 normalised with the biased variance
+    local x1 = F.narrow(xs[1], 2, 2, 1)
+    local m = x1:mean():item()
+    local v = F.mean(F.mul(x1 - m, x1 - m)):item()
+    local want = 0.5 * (xs[1]:get(1, 2, 1, 1) - m) / math.sqrt(v + 1e-5)
+      - 1.5 * xs[2]:get(1, 2, 1, 1)
+    local x3 = F.narrow(xs[3], 2, 2, 1)
+    local m3 = x3:mean():item()
+    local v3 = F.mean(F.mul(x3 - m3, x3 - m3)):item()
+    want = want + 2.0 * (xs[3]:get(1, 2, 1, 1) - m3) / math.sqrt(v3 + 1e-5)
+    assert.is_true(math.abs(y:get(1, 2, 1, 1) - want) < 1e-4)
+  end)
+
   it("passes a finite-difference check of the alpha gradients (sigmoid, FairDARTS)", function()
     nasrt.manual_seed(12)
     local prims = { "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",

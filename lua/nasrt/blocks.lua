@@ -318,16 +318,20 @@ M.fuse_sep_conv = true
 -- is one `F.sep_conv2d`: the same numbers, but the tape keeps only the
 -- run's input (backward recomputes the ReLU and depthwise outputs), which
 -- halves what a DARTS search step holds.  Other children run as they are.
-local function fused_forward(self, x)
-  if not M.fuse_sep_conv then return nn.Sequential.forward(self, x) end
+local function fused_forward(self, x, upto)
   local ch = self:children()
+  upto = upto or #ch
+  if not M.fuse_sep_conv then
+    for i = 1, upto do x = ch[i](x) end
+    return x
+  end
   local i = 1
-  while i <= #ch do
+  while i <= upto do
     local m = ch[i]
     local relu = getmetatable(m) == nn.ReLU
     local d = relu and ch[i + 1] or m
     local p = relu and ch[i + 2] or ch[i + 1]
-    if d and p and is_dw(d) and is_pw(p, d) then
+    if d and p and (relu and i + 2 or i + 1) <= upto and is_dw(d) and is_pw(p, d) then
       x = F.sep_conv2d(x, d.weight, p.weight,
         { stride = d.stride, padding = d.padding, dilation = d.dilation, relu = relu })
       i = i + (relu and 3 or 2)
@@ -368,6 +372,19 @@ function SepConv:__init(cin, cout, k, stride, padding, affine)
 end
 
 SepConv.forward = fused_forward
+
+--- The output before the last child (a SepConv's, DilConv's or PoolBN's
+-- final batch norm), as `forward` computes it.
+-- @tparam Module seq a SepConv, DilConv, PoolBN or nn.Sequential
+-- @tparam Tensor x
+-- @treturn Tensor
+function M.forward_but_last(seq, x)
+  local mt = getmetatable(seq)
+  local ch = seq:children()
+  if mt == M.SepConv or mt == M.DilConv then return fused_forward(seq, x, #ch - 1) end
+  for i = 1, #ch - 1 do x = ch[i](x) end
+  return x
+end
 
 --- Dilated separable conv (one pass): ReLU, depthwise k x k with dilation d
 -- (stride s), 1x1 cin->cout, BN(cout).

@@ -673,6 +673,258 @@ nr_status nr_batch_norm(nr_tensor **out, const nr_tensor *x,
     return NR_OK;
 }
 
+/* ------------------------------------------- batch norm + weighted sum */
+
+/* The DARTS mixed op with the batch norm (affine=False, training) that
+   ends most of its ops folded in: out = sum_k w[k] * b_k(x_k), b_k the
+   normalisation of x_k by its batch statistics for the k in the mask, the
+   identity for the others (skip_connect).  Apart, each BN writes its
+   output and the weighted sum reads it back, and in backward the sum
+   writes w[k] * g for every k, which each BN backward reads again; here
+   the normalised values are formed on the fly from x_k and the
+   per-channel statistics, and backward reads g and the x_k directly. */
+typedef struct {
+    int n;
+    unsigned bn;
+    const float *x[NR_MAXIN];
+    const float *w, *g;
+    float *o;
+    float *gx[NR_MAXIN];
+    unsigned fresh;
+    int64_t N, C, S;
+    double M, momentum, eps;
+    double *mean, *invstd; /* [n][C] (rows of non-BN inputs unused) */
+    float *rm[NR_MAXIN], *rv[NR_MAXIN];
+    int64_t rms[NR_MAXIN], rvs[NR_MAXIN];
+    double *part;          /* backward: [C][n] per-channel dots for dw */
+} bws_job;
+
+static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    (void)ith;
+    bws_job *j = ctx;
+    const int64_t N = j->N, C = j->C, S = j->S, CS = C * S;
+    for (int k = 0; k < j->n; k++) {
+        if (!((j->bn >> k) & 1)) continue;
+        const float *x = j->x[k];
+        for (int64_t c = c0; c < c1; c++) {
+            double s = 0, sq = 0;
+            for (int64_t n = 0; n < N; n++) s += bsum(x + n * CS + c * S, S);
+            double mean = s / j->M;
+            for (int64_t n = 0; n < N; n++) sq += bsumsq(x + n * CS + c * S, S, (float)mean);
+            j->mean[k * C + c] = mean;
+            j->invstd[k * C + c] = 1.0 / sqrt(sq / j->M + j->eps);
+            double m = j->momentum;
+            if (j->rm[k]) {
+                float *r = j->rm[k] + c * j->rms[k];
+                *r = (float)((1.0 - m) * *r + m * mean);
+            }
+            if (j->rv[k]) { /* unbiased, as PyTorch */
+                float *r = j->rv[k] + c * j->rvs[k];
+                *r = (float)((1.0 - m) * *r + m * (sq / (j->M - 1.0)));
+            }
+        }
+    }
+}
+
+/* out over (n, c) planes, terms in input order: the first nonzero weight
+   writes, the others add (weighted_sum's order) */
+static void bws_out_task(void *ctx, int64_t p0, int64_t p1, int ith) {
+    (void)ith;
+    bws_job *j = ctx;
+    const int64_t C = j->C, S = j->S;
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t c = p % C;
+        float *restrict o = j->o + p * S;
+        int first = 1;
+        for (int k = 0; k < j->n; k++) {
+            const float wk = j->w[k];
+            if (wk == 0.0f) continue;
+            const float *restrict x = j->x[k] + p * S;
+            if ((j->bn >> k) & 1) {
+                const float m = (float)j->mean[k * C + c], sc = (float)j->invstd[k * C + c];
+                if (first)
+                    for (int64_t i = 0; i < S; i++) o[i] = wk * ((x[i] - m) * sc);
+                else
+                    for (int64_t i = 0; i < S; i++) o[i] += wk * ((x[i] - m) * sc);
+            } else if (first) {
+                for (int64_t i = 0; i < S; i++) o[i] = wk * x[i];
+            } else {
+                for (int64_t i = 0; i < S; i++) o[i] += wk * x[i];
+            }
+            first = 0;
+        }
+        if (first) memset(o, 0, (size_t)S * sizeof(float));
+    }
+}
+
+/* Per channel: the dots for dw and each input's dx.  For a normalised
+   input, with xh = (x - mean) * is the BN backward of w_k * g is
+   dx = w_k * is * (g - mean(g) - xh * mean(g * xh)). */
+static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    (void)ith;
+    bws_job *j = ctx;
+    const int64_t N = j->N, C = j->C, S = j->S, CS = C * S;
+    const double M = j->M;
+    for (int64_t c = c0; c < c1; c++) {
+        double sg = 0;
+        for (int64_t n = 0; n < N; n++) sg += bsum(j->g + n * CS + c * S, S);
+        for (int k = 0; k < j->n; k++) {
+            const int bnk = (j->bn >> k) & 1, fresh = (j->fresh >> k) & 1;
+            const float wk = j->w[k];
+            const float *x = j->x[k];
+            float *gx = j->gx[k];
+            if (bnk) {
+                const float mf = (float)j->mean[k * C + c];
+                const double is = j->invstd[k * C + c];
+                double sgx = 0, dummy = 0;
+                for (int64_t n = 0; n < N; n++)
+                    bsum_gx(j->g + n * CS + c * S, x + n * CS + c * S, S, mf, &dummy, &sgx);
+                if (j->part) j->part[c * j->n + k] = sgx * is;
+                if (!gx) continue;
+                const double k1 = wk * is;
+                const float f1 = (float)k1, f2 = (float)(-k1 * is * is * sgx / M),
+                            f3 = (float)(-k1 * sg / M);
+                for (int64_t n = 0; n < N; n++) {
+                    int64_t o = n * CS + c * S;
+                    bn_dx(gx + o, j->g + o, x + o, S, f1, f2, f3, mf, fresh);
+                }
+            } else {
+                if (j->part) {
+                    double d = 0;
+                    for (int64_t n = 0; n < N; n++) d += ddot(j->g + n * CS + c * S, x + n * CS + c * S, S);
+                    j->part[c * j->n + k] = d;
+                }
+                if (!gx) continue;
+                for (int64_t n = 0; n < N; n++) {
+                    int64_t o = n * CS + c * S;
+                    bn_dx(gx + o, j->g + o, NULL, S, wk, 0.0f, 0.0f, 0.0f, fresh);
+                }
+            }
+        }
+    }
+}
+
+static nr_status bws_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
+    const int n = nd->n_in - 1;
+    const nr_tensor *x0 = nd->in[0];
+    nr_tensor *g = contig_plain(gout);
+    nr_tensor *wt = g ? nr_contig(nd->in[n]) : NULL;
+    if (!wt) {
+        nr_tensor_release(g);
+        return NR_ENOMEM;
+    }
+    bws_job j = {.n = n, .bn = (unsigned)nd->p.i[0], .w = nr_data(wt), .g = nr_data(g),
+                 .fresh = nd->fresh, .N = x0->ne[0], .C = x0->ne[1]};
+    j.S = nr_numel(x0) / (j.N * j.C > 0 ? j.N * j.C : 1);
+    j.M = (double)j.N * (double)j.S;
+    j.mean = nd->extra;
+    j.invstd = j.mean + (size_t)n * j.C;
+    for (int k = 0; k < n; k++) {
+        j.x[k] = nr_data(nd->in[k]);
+        j.gx[k] = gin[k] ? nr_data(gin[k]) : NULL;
+    }
+    nr_status st = NR_OK;
+    if (gin[n]) {
+        j.part = malloc((size_t)(j.C * n + 1) * sizeof(double));
+        if (!j.part) st = nr_seterror(NR_ENOMEM, "bn_weighted_sum backward: out of memory");
+    }
+    if (st == NR_OK) {
+        nr_parallel_for(j.C, bn_grain(j.N * j.S * n), bws_bwd_task, &j);
+        if (j.part) {
+            float *gw = nr_data(gin[n]);
+            for (int k = 0; k < n; k++) {
+                double s = 0;
+                for (int64_t c = 0; c < j.C; c++) s += j.part[c * n + k];
+                gw[k] += (float)s;
+            }
+        }
+    }
+    free(j.part);
+    nr_tensor_release(wt);
+    nr_tensor_release(g);
+    return st;
+}
+
+nr_status nr_bn_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs, const nr_tensor *w,
+                             unsigned bn_mask, nr_tensor *const *running_mean,
+                             nr_tensor *const *running_var, double momentum, double eps) {
+    char b1[NR_SHAPEBUF], b2[NR_SHAPEBUF];
+    *out = NULL;
+    if (n < 1 || n > NR_MAXIN - 1)
+        return nr_seterror(NR_EUSAGE, "bn_weighted_sum: %d inputs (1..%d)", n, NR_MAXIN - 1);
+    for (int k = 0; k < n; k++) {
+        if (!xs[k]) return nr_seterror(NR_EUSAGE, "bn_weighted_sum: input %d is missing", k + 1);
+        if (!nr_same_shape(xs[k], xs[0]))
+            return nr_seterror(NR_ESHAPE, "bn_weighted_sum: input %d has shape %s, input 1 has %s",
+                               k + 1, nr_shape_str(xs[k], b1), nr_shape_str(xs[0], b2));
+    }
+    if (xs[0]->ndim < 2)
+        return nr_seterror(NR_ESHAPE, "bn_weighted_sum: inputs %s need at least 2 dims [N,C,...]",
+                           nr_shape_str(xs[0], b1));
+    if (!w || w->ndim != 1 || w->ne[0] != n)
+        return nr_seterror(NR_ESHAPE, "bn_weighted_sum: weights %s, expected [%d] for %d inputs",
+                           w ? nr_shape_str(w, b1) : "missing", n, n);
+    if (!(eps >= 0)) return nr_seterror(NR_EUSAGE, "bn_weighted_sum: eps must be >= 0, got %g", eps);
+    const int64_t N = xs[0]->ne[0], C = xs[0]->ne[1];
+    const int64_t S = nr_numel(xs[0]) / (N * C > 0 ? N * C : 1);
+    for (int k = 0; k < n; k++) {
+        if (!((bn_mask >> k) & 1)) continue;
+        nr_tensor *const rs[2] = {running_mean ? running_mean[k] : NULL,
+                                  running_var ? running_var[k] : NULL};
+        for (int r = 0; r < 2; r++)
+            if (rs[r] && (rs[r]->ndim != 1 || rs[r]->ne[0] != C))
+                return nr_seterror(NR_ESHAPE, "bn_weighted_sum: %s %d has shape %s but the inputs "
+                                   "%s have %lld channels", r ? "running_var" : "running_mean",
+                                   k + 1, nr_shape_str(rs[r], b1), nr_shape_str(xs[0], b2),
+                                   (long long)C);
+    }
+    if (bn_mask && N * S <= 1)
+        return nr_seterror(NR_ESHAPE, "bn_weighted_sum: expected more than 1 value per channel "
+                                      "when training, got input %s", nr_shape_str(xs[0], b1));
+    nr_tensor *cx[NR_MAXIN] = {0};
+    for (int k = 0; k < n; k++)
+        if (!(cx[k] = nr_contig(xs[k]))) goto oom;
+    nr_tensor *wt = nr_contig(w);
+    nr_tensor *o = wt ? nr_tensor_empty(xs[0]->ndim, xs[0]->ne) : NULL;
+    double *stats = o ? malloc((size_t)(2 * n * (C > 0 ? C : 1)) * sizeof(double)) : NULL;
+    if (!stats) {
+        nr_tensor_release(o);
+        nr_tensor_release(wt);
+        goto oom;
+    }
+    bws_job j = {.n = n, .bn = bn_mask, .w = nr_data(wt), .o = nr_data(o), .N = N, .C = C,
+                 .S = S, .M = (double)N * (double)S, .momentum = momentum, .eps = eps,
+                 .mean = stats, .invstd = stats + (size_t)n * C};
+    for (int k = 0; k < n; k++) {
+        j.x[k] = nr_data(cx[k]);
+        nr_tensor *rm = running_mean ? running_mean[k] : NULL, *rv = running_var ? running_var[k] : NULL;
+        j.rm[k] = ((bn_mask >> k) & 1) && rm ? nr_data(rm) : NULL;
+        j.rv[k] = ((bn_mask >> k) & 1) && rv ? nr_data(rv) : NULL;
+        j.rms[k] = rm ? rm->st[0] : 0;
+        j.rvs[k] = rv ? rv->st[0] : 0;
+    }
+    if (bn_mask) nr_parallel_for(C, bn_grain(N * S), bws_stats_task, &j);
+    nr_parallel_for(N * C, S >= 4096 ? 1 : 4096 / (S + 1) + 1, bws_out_task, &j);
+    nr_tensor *ins[NR_MAXIN];
+    for (int k = 0; k < n; k++) ins[k] = cx[k];
+    ins[n] = (nr_tensor *)w;
+    nr_node *nd = nr_record(o, "bn_weighted_sum", bws_backward, n + 1, ins);
+    if (nd) {
+        nd->writes = (1u << n) - 1; /* the inputs' gradients, not the weights' */
+        nd->p.i[0] = bn_mask;
+        nd->extra = stats;
+    } else {
+        free(stats);
+    }
+    for (int k = 0; k < n; k++) nr_tensor_release(cx[k]);
+    nr_tensor_release(wt);
+    *out = o;
+    return NR_OK;
+oom:
+    for (int k = 0; k < n; k++) nr_tensor_release(cx[k]);
+    return nr_seterror(NR_ENOMEM, "bn_weighted_sum: out of memory");
+}
+
 /* --------------------------------------------------- softmax, log_softmax */
 
 #define SM_IB 256 /* inner columns per task when the dim is not the last */

@@ -128,6 +128,15 @@ return {
   {"F.weighted_sum", "empty list", function() return F.weighted_sum({}, v3) end, "weighted_sum: expected a list of 1..15 tensors, got 0"},
   {"F.weighted_sum", "mixed shapes", function() return F.weighted_sum({m23, m45}, nasrt.randn({2})) end, "weighted_sum", "[4,5]"},
   {"F.weighted_sum", "not a list", function() return F.weighted_sum(m23, v3) end, "weighted_sum", "table expected"},
+  {"F.bn_weighted_sum", "weights of the wrong size", function() return F.bn_weighted_sum({m23, m23}, v3, {true, false}) end, "bn_weighted_sum: weights [3], expected [2]"},
+  {"F.bn_weighted_sum", "bns of the wrong length", function() return F.bn_weighted_sum({m23, m23}, nasrt.randn({2}), {true}) end, "bn_weighted_sum: 2 inputs but 1 entries in bns"},
+  {"F.bn_weighted_sum", "a bns entry not a table or boolean", function() return F.bn_weighted_sum({m23}, nasrt.randn({1}), {1}) end, "bn_weighted_sum: bns[1] is number"},
+  {"F.bn_weighted_sum", "running stats not tensors", function() return F.bn_weighted_sum({m23}, nasrt.randn({1}), {{1, 2}}) end, "bn_weighted_sum: bns[1][1] is number, expected the running mean"},
+  {"F.bn_weighted_sum", "running mean of the wrong size", function()
+    return F.bn_weighted_sum({m23}, nasrt.randn({1}), {{nasrt.zeros({5}), nasrt.ones({3})}}) end, "bn_weighted_sum: running_mean 1 has shape [5]", "3 channels"},
+  {"F.bn_weighted_sum", "mixed shapes", function() return F.bn_weighted_sum({m23, m45}, nasrt.randn({2}), {true, true}) end, "bn_weighted_sum", "[4,5]"},
+  {"F.bn_weighted_sum", "one value per channel", function() return F.bn_weighted_sum({nasrt.randn({1, 3})}, nasrt.randn({1}), {true}) end, "more than 1 value per channel"},
+  {"F.bn_weighted_sum", "unknown option", function() return F.bn_weighted_sum({m23}, nasrt.randn({1}), {true}, {mom = 1}) end, "unknown option"},
   {"F.attn_sum", "attention of the wrong width", function()
     return F.attn_sum({x4, x4}, nasrt.randn({2, 5})) end, "attn_sum", "[2,5]"},
   {"F.attn_sum", "16 inputs", function()

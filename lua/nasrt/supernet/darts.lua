@@ -166,10 +166,14 @@ end
 -- reference (bench/torch_darts_step.py) does; for even sizes the two forms
 -- are the same numbers.
 -- NOTE(deviation): DARTS' own FactorizedReduce fails on odd sizes.
-local function fr_forward(fr, rx)
+local function fr_pre_bn(fr, rx)
   local s = rx:shape()
   local odd = s[3] % 2 == 1 or s[4] % 2 == 1
-  return fr.bn(F.cat({ fr.conv_1(rx), fr:_conv_shifted(rx, odd) }, 2))
+  return F.cat({ fr.conv_1(rx), fr:_conv_shifted(rx, odd) }, 2)
+end
+
+local function fr_forward(fr, rx)
+  return fr.bn(fr_pre_bn(fr, rx))
 end
 
 local function run_op(rec, x, rc)
@@ -284,6 +288,37 @@ function MixedOp:__init(C, stride, primitives)
   self:_compile(primitives)
 end
 
+-- Folding the ops' final batch norms into the weighted sum: for each
+-- active op, {bn = its final BatchNorm2d (affine=false), pre = function
+-- giving its input} or {id = true} (skip_connect at stride 1).  nil when an
+-- op does not end in such a BN or the BNs differ in eps / momentum.
+local function fold_plan(active)
+  local plan, eps, mom = {}, nil, nil
+  for a, rec in ipairs(active) do
+    local m, bn, pre = rec.mod, nil, nil
+    if rec.kind == ID then
+      plan[a] = { id = true }
+    else
+      local mt = getmetatable(m)
+      if rec.kind == FR then
+        bn, pre = m.bn, function(x, rc) return fr_pre_bn(m, relu_of(x, rc)) end
+      elseif rec.kind == PLAIN and (mt == blocks.SepConv or mt == blocks.DilConv or mt == blocks.PoolBN) then
+        local ch = m:children()
+        bn, pre = ch[#ch], function(x) return blocks.forward_but_last(m, x) end
+      end
+      if not bn or getmetatable(bn) ~= nn.BatchNorm2d or bn.affine or bn.momentum == nil then
+        return nil
+      end
+      if eps and (bn.eps ~= eps or bn.momentum ~= mom) then return nil end
+      eps, mom = bn.eps, bn.momentum
+      plan[a] = { bn = bn, pre = pre }
+    end
+  end
+  if not eps then return nil end
+  plan.opts = { eps = eps, momentum = mom }
+  return plan
+end
+
 function MixedOp:_compile(primitives)
   local recs, active = {}, {}
   for k, name in ipairs(primitives) do
@@ -293,6 +328,7 @@ function MixedOp:_compile(primitives)
   self._recs, self._active = recs, active
   self._active_cols, self._runs = active_columns(primitives)
   self._n = #primitives
+  self._fold = fold_plan(active)
 end
 
 function MixedOp:forward(x, w)
@@ -456,11 +492,52 @@ end
 -- edge functions ---------------------------------------------------------
 
 -- softmax / sigmoid / given weights: ctx = Wa [E, k] (active columns, contiguous)
+--- Whether DARTS edges run their ops' final batch norms (affine=false) and
+-- the weighted sum as one `F.bn_weighted_sum` in training (default true):
+-- the same numbers with fewer passes over memory.  Set it to false to run
+-- them apart, e.g. to compare.
+M.fold_bn = true
+
+-- Whether the plan's batch norms fold now: all in training mode (they
+-- normalise with the batch statistics) and not synchronised over ranks
+-- (the fused op has no all-reduce).
+local sync_bn = core._dist and core._dist.sync_bn
+local function fold_now(plan)
+  if not M.fold_bn or (sync_bn and sync_bn()) then return false end
+  for _, f in ipairs(plan) do
+    if f.bn and not f.bn.training then return false end
+  end
+  return true
+end
+
 local function weighted_edge(cell, e, x, rc, Wa)
   local edge = cell._edges[e]
+  local active = edge._active
+  local w = F.narrow(Wa, 1, e, 1):reshape { #active }
+  local plan = edge._fold
+  if plan and fold_now(plan) then
+    -- F.bn_weighted_sum: the same numbers as BN then weighted_sum, with
+    -- fewer passes over memory (running statistics updated as BN does)
+    local zs, bns = {}, {}
+    for a, f in ipairs(plan) do
+      if f.id then
+        zs[a], bns[a] = x, false
+      else
+        zs[a] = f.pre(x, rc)
+        local bn = f.bn
+        if bn.track_running_stats then
+          bn.num_batches_tracked:add_(1)
+          bns[a] = { bn.running_mean, bn.running_var }
+        else
+          bns[a] = true
+        end
+      end
+    end
+    return F.bn_weighted_sum(zs, w, bns, plan.opts)
+  end
   local outs = {}
-  for a, rec in ipairs(edge._active) do outs[a] = run_op(rec, x, rc) end
-  return F.weighted_sum(outs, F.narrow(Wa, 1, e, 1):reshape { #outs })
+  for a, rec in ipairs(active) do outs[a] = run_op(rec, x, rc) end
+  return F.weighted_sum(outs, w)
 end
 
 -- GDAS: ctx = {idx = sampled column per edge, hk = [E] weight of the sampled

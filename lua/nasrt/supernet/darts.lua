@@ -491,7 +491,6 @@ end
 
 -- edge functions ---------------------------------------------------------
 
--- softmax / sigmoid / given weights: ctx = Wa [E, k] (active columns, contiguous)
 --- Whether DARTS edges run their ops' final batch norms (affine=false) and
 -- the weighted sum as one `F.bn_weighted_sum` in training (default true):
 -- the same numbers with fewer passes over memory.  Set it to false to run
@@ -510,6 +509,7 @@ local function fold_now(plan)
   return true
 end
 
+-- softmax / sigmoid / given weights: ctx = Wa [E, k] (active columns, contiguous)
 local function weighted_edge(cell, e, x, rc, Wa)
   local edge = cell._edges[e]
   local active = edge._active

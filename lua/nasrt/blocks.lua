@@ -1227,11 +1227,14 @@ function MBConv:__init(cin, cout, k, stride, e, opts)
   end
 end
 
+--- The activations a batch norm can apply in its own op (name -> the
+-- `activation` option of `nn.BatchNorm2d` / `F.batch_norm`).
+M.BN_ACTIVATIONS = { relu = "relu", relu6 = "relu6" }
+
 -- conv -> BN -> activation, a Sequential of the three; a relu or relu6 is
 -- applied by the BN in the same op (one pass less, forward and backward)
-local FUSED_ACT = { relu = "relu", relu6 = "relu6" }
 local function conv_bn_act(seq, x, act)
-  local f = FUSED_ACT[act]
+  local f = M.BN_ACTIVATIONS[act]
   if not f then return seq(x) end
   return seq[2](seq[1](x), f)
 end

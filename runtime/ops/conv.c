@@ -858,6 +858,14 @@ static int dwc_plan(const cshape *s, dwcplan *q) {
     return 1;
 }
 
+#if defined(__AVX512F__)
+/* the pixels q0 .. q0+15 that exist (of npix): their count and lane mask */
+static inline __mmask16 chunk_mask(int64_t npix, int64_t q0, int64_t *nq) {
+    *nq = npix - q0 < VL ? npix - q0 : VL;
+    return (__mmask16)(*nq == VL ? 0xffff : (1u << *nq) - 1);
+}
+#endif
+
 /* dst[(q / W) * ldr + q % W][0..16) = src[j * lds + q] (j < 16) for the
    npix pixels q; relu: max(0, .). */
 static void cl_pack(const float *restrict src, int64_t lds, int64_t npix, int64_t W, int64_t ldr,
@@ -865,8 +873,8 @@ static void cl_pack(const float *restrict src, int64_t lds, int64_t npix, int64_
     int64_t q0 = 0;
 #if defined(__AVX512F__)
     for (; q0 < npix; q0 += VL) {
-        int64_t nq = npix - q0 < VL ? npix - q0 : VL;
-        __mmask16 mk = (__mmask16)(nq == VL ? 0xffff : (1u << nq) - 1);
+        int64_t nq;
+        __mmask16 mk = chunk_mask(npix, q0, &nq);
         __m512 r[16];
         for (int j = 0; j < VL; j++) {
             r[j] = _mm512_maskz_loadu_ps(mk, src + j * lds + q0);
@@ -895,8 +903,8 @@ static void cl_unpack(const float *restrict src, int64_t npix, float *restrict d
     int64_t q0 = 0;
 #if defined(__AVX512F__)
     for (; q0 < npix; q0 += VL) {
-        int64_t nq = npix - q0 < VL ? npix - q0 : VL;
-        __mmask16 mk = (__mmask16)(nq == VL ? 0xffff : (1u << nq) - 1);
+        int64_t nq;
+        __mmask16 mk = chunk_mask(npix, q0, &nq);
         __m512 r[16];
         for (int p = 0; p < VL; p++) r[p] = p < nq ? _mm512_loadu_ps(src + (q0 + p) * VL) : _mm512_setzero_ps();
         tr16(r);

@@ -616,9 +616,8 @@ function EBlock:shortcut(x, cout)
 end
 
 -- BN then act; relu and relu6 in the BN's own op
-local FUSED_ACT = { relu = "relu", relu6 = "relu6" }
 local function bn_act(bn, x, name)
-  local f = FUSED_ACT[name]
+  local f = blocks.BN_ACTIVATIONS[name]
   if f then return bn(x, f) end
   return ACT[name](bn(x))
 end

@@ -379,8 +379,14 @@ SepConv.forward = fused_forward
 -- @tparam Tensor x
 -- @treturn Tensor
 function M.forward_but_last(seq, x)
+  if not nn.is_module(seq) then
+    error(("forward_but_last: expected a module, got %s"):format(type(seq)), 2)
+  end
   local mt = getmetatable(seq)
   local ch = seq:children()
+  if #ch < 1 then
+    error(("forward_but_last: %s has no children"):format(seq.__name), 2)
+  end
   if mt == M.SepConv or mt == M.DilConv then return fused_forward(seq, x, #ch - 1) end
   for i = 1, #ch - 1 do x = ch[i](x) end
   return x

@@ -22,6 +22,10 @@ return {
   {"blocks.darts_search_op", "an unknown op", function() return B.darts_search_op("conv_9x9", 8, 1) end, "darts_search_op: unknown op 'conv_9x9'"},
   {"blocks.darts_search_op", "stride 3", function() return B.darts_search_op("max_pool_3x3", 8, 3) end, "PoolBN: stride must be 1 or 2, got 3"},
   {"blocks.darts_search_op", "0 channels", function() return B.darts_search_op("sep_conv_3x3", 0, 1) end, "SepConv: cin must be an integer >= 1, got 0"},
+  {"blocks.forward_but_last", "not a module", function() return B.forward_but_last("seq", nasrt.randn({1, 4, 4, 4})) end, "forward_but_last: expected a module, got string"},
+  {"blocks.forward_but_last", "a module without children", function() return B.forward_but_last(nasrt.nn.ReLU(), nasrt.randn({1, 4, 4, 4})) end, "forward_but_last: ReLU has no children"},
+  {"blocks.forward_but_last", "an input of the wrong channels", function()
+    return B.forward_but_last(B.SepConv(4, 4, 3, 1, 1, false), nasrt.randn({1, 3, 6, 6})) end, "sep_conv2d", "[1,3,6,6]"},
   {"blocks.make_divisible", "a string", function() return B.make_divisible("24") end, "make_divisible: v must be a number, got 24"},
   {"blocks.make_divisible", "divisor 0", function() return B.make_divisible(24, 0) end, "make_divisible: divisor must be a positive integer, got 0"},
   {"blocks.make_divisible", "NaN", function() return B.make_divisible(nan) end, "make_divisible: v must be a number"},

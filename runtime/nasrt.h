@@ -355,7 +355,9 @@ NR_API nr_status nr_attn_sum(nr_tensor **out, int n, nr_tensor *const *xs,
    bit is set in bn_mask, is batch_norm in training mode without affine
    (eps; running_mean[k] / running_var[k] updated with momentum when the
    arrays and entries are non-NULL), else the identity.  The same numbers
-   as the separate ops, with fewer passes over memory. */
+   as the separate ops, with fewer passes over memory; synchronised over
+   the ranks when batch norm is (nr_dist_sync_bn), one all-reduce for all
+   the inputs' statistics. */
 NR_API nr_status nr_bn_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs,
                                     const nr_tensor *w, unsigned bn_mask,
                                     nr_tensor *const *running_mean,

@@ -697,6 +697,10 @@ typedef struct {
     float *rm[NR_MAXIN], *rv[NR_MAXIN];
     int64_t rms[NR_MAXIN], rvs[NR_MAXIN];
     double *part;          /* backward: [C][n] per-channel dots for dw */
+    /* synchronised BN (data-parallel): phase 1 sums into red, phase 2
+       uses red's global sums; phase 0 does both on this rank's data */
+    int phase;
+    double *red;           /* fwd: [n][C][2] sum x, sum x^2; bwd: [C] sg, [n][C] sgx */
 } bws_job;
 
 static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
@@ -724,6 +728,59 @@ static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             }
         }
     }
+}
+
+/* synchronised forward, pass 1: this rank's sum x and sum x^2 per BN
+   input and channel (as bn_sums_task) */
+static void bws_sums_task(void *ctx, int64_t c0, int64_t c1, int ith) {
+    (void)ith;
+    bws_job *j = ctx;
+    const int64_t N = j->N, C = j->C, S = j->S, CS = C * S;
+    for (int k = 0; k < j->n; k++) {
+        if (!((j->bn >> k) & 1)) continue;
+        for (int64_t c = c0; c < c1; c++) {
+            double s = 0, q = 0;
+            for (int64_t n = 0; n < N; n++) {
+                const float *p = j->x[k] + n * CS + c * S;
+                s += dsum(p, S);
+                q += bsumsq(p, S, 0.0f);
+            }
+            j->red[2 * (k * C + c)] = s;
+            j->red[2 * (k * C + c) + 1] = q;
+        }
+    }
+}
+
+/* the statistics from the global sums (all ranks), as bn_fwd_sync */
+static nr_status bws_sync_stats(bws_job *j) {
+    const int64_t C = j->C, nC = (int64_t)j->n * C;
+    j->red[2 * nC] = (double)j->N * (double)j->S;
+    nr_status st = nr_dist_allreduce_f64(j->red, 2 * nC + 1);
+    if (st != NR_OK) return st;
+    j->M = j->red[2 * nC];
+    if (j->M <= 1)
+        return nr_seterror(NR_ESHAPE, "bn_weighted_sum: expected more than 1 value per channel "
+                                      "when training, got %g over all ranks", j->M);
+    for (int k = 0; k < j->n; k++) {
+        if (!((j->bn >> k) & 1)) continue;
+        for (int64_t c = 0; c < C; c++) {
+            double mean = j->red[2 * (k * C + c)] / j->M;
+            double ss = j->red[2 * (k * C + c) + 1] - j->M * mean * mean;
+            if (ss < 0) ss = 0;
+            j->mean[k * C + c] = mean;
+            j->invstd[k * C + c] = 1.0 / sqrt(ss / j->M + j->eps);
+            double m = j->momentum;
+            if (j->rm[k]) {
+                float *r = j->rm[k] + c * j->rms[k];
+                *r = (float)((1.0 - m) * *r + m * mean);
+            }
+            if (j->rv[k]) {
+                float *r = j->rv[k] + c * j->rvs[k];
+                *r = (float)((1.0 - m) * *r + m * (ss / (j->M - 1.0)));
+            }
+        }
+    }
+    return NR_OK;
 }
 
 /* out over (n, c) planes, terms in input order: the first nonzero weight
@@ -765,9 +822,15 @@ static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     bws_job *j = ctx;
     const int64_t N = j->N, C = j->C, S = j->S, CS = C * S;
     const double M = j->M;
+    double *red = j->red; /* phases 1, 2: [C] sg then [n][C] sgx */
     for (int64_t c = c0; c < c1; c++) {
         double sg = 0;
-        for (int64_t n = 0; n < N; n++) sg += bsum(j->g + n * CS + c * S, S);
+        if (j->phase == 2) {
+            sg = red[c];
+        } else {
+            for (int64_t n = 0; n < N; n++) sg += bsum(j->g + n * CS + c * S, S);
+            if (j->phase == 1) red[c] = sg;
+        }
         for (int k = 0; k < j->n; k++) {
             const int bnk = (j->bn >> k) & 1, fresh = (j->fresh >> k) & 1;
             const float wk = j->w[k];
@@ -777,9 +840,17 @@ static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                 const float mf = (float)j->mean[k * C + c];
                 const double is = j->invstd[k * C + c];
                 double sgx = 0, dummy = 0;
-                for (int64_t n = 0; n < N; n++)
-                    bsum_gx(j->g + n * CS + c * S, x + n * CS + c * S, S, mf, &dummy, &sgx);
-                if (j->part) j->part[c * j->n + k] = sgx * is;
+                if (j->phase == 2) {
+                    sgx = red[C + k * C + c];
+                } else {
+                    for (int64_t n = 0; n < N; n++)
+                        bsum_gx(j->g + n * CS + c * S, x + n * CS + c * S, S, mf, &dummy, &sgx);
+                    if (j->part) j->part[c * j->n + k] = sgx * is;
+                    if (j->phase == 1) {
+                        red[C + k * C + c] = sgx;
+                        continue;
+                    }
+                }
                 if (!gx) continue;
                 const double k1 = wk * is;
                 const float f1 = (float)k1, f2 = (float)(-k1 * is * is * sgx / M),
@@ -789,12 +860,12 @@ static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                     bn_dx(gx + o, j->g + o, x + o, S, f1, f2, f3, mf, fresh);
                 }
             } else {
-                if (j->part) {
+                if (j->part && j->phase != 2) {
                     double d = 0;
                     for (int64_t n = 0; n < N; n++) d += ddot(j->g + n * CS + c * S, x + n * CS + c * S, S);
                     j->part[c * j->n + k] = d;
                 }
-                if (!gx) continue;
+                if (!gx || j->phase == 1) continue;
                 for (int64_t n = 0; n < N; n++) {
                     int64_t o = n * CS + c * S;
                     bn_dx(gx + o, j->g + o, NULL, S, wk, 0.0f, 0.0f, 0.0f, fresh);
@@ -819,6 +890,8 @@ static nr_status bws_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *con
     j.M = (double)j.N * (double)j.S;
     j.mean = nd->extra;
     j.invstd = j.mean + (size_t)n * j.C;
+    const int sync = (int)nd->p.i[1];
+    if (sync) j.M = j.mean[2 * (size_t)n * j.C]; /* the global count */
     for (int k = 0; k < n; k++) {
         j.x[k] = nr_data(nd->in[k]);
         j.gx[k] = gin[k] ? nr_data(gin[k]) : NULL;
@@ -827,6 +900,17 @@ static nr_status bws_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *con
     if (gin[n]) {
         j.part = malloc((size_t)(j.C * n + 1) * sizeof(double));
         if (!j.part) st = nr_seterror(NR_ENOMEM, "bn_weighted_sum backward: out of memory");
+    }
+    if (st == NR_OK && sync) { /* every rank's sums before dx */
+        j.red = malloc((size_t)(j.C * (n + 1)) * sizeof(double));
+        if (!j.red) st = nr_seterror(NR_ENOMEM, "bn_weighted_sum backward: out of memory");
+        if (st == NR_OK) {
+            memset(j.red, 0, (size_t)(j.C * (n + 1)) * sizeof(double));
+            j.phase = 1;
+            nr_parallel_for(j.C, bn_grain(j.N * j.S * n), bws_bwd_task, &j);
+            st = nr_dist_allreduce_f64(j.red, j.C * (n + 1));
+            j.phase = 2;
+        }
     }
     if (st == NR_OK) {
         nr_parallel_for(j.C, bn_grain(j.N * j.S * n), bws_bwd_task, &j);
@@ -840,6 +924,7 @@ static nr_status bws_backward(nr_node *nd, const nr_tensor *gout, nr_tensor *con
         }
     }
     free(j.part);
+    free(j.red);
     nr_tensor_release(wt);
     nr_tensor_release(g);
     return st;
@@ -878,7 +963,7 @@ nr_status nr_bn_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs, const
                                    k + 1, nr_shape_str(rs[r], b1), nr_shape_str(xs[0], b2),
                                    (long long)C);
     }
-    if (bn_mask && N * S <= 1)
+    if (bn_mask && N * S <= 1 && !nr_dist_sync_bn())
         return nr_seterror(NR_ESHAPE, "bn_weighted_sum: expected more than 1 value per channel "
                                       "when training, got input %s", nr_shape_str(xs[0], b1));
     nr_tensor *cx[NR_MAXIN] = {0};
@@ -886,7 +971,11 @@ nr_status nr_bn_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs, const
         if (!(cx[k] = nr_contig(xs[k]))) goto oom;
     nr_tensor *wt = nr_contig(w);
     nr_tensor *o = wt ? nr_tensor_empty(xs[0]->ndim, xs[0]->ne) : NULL;
-    double *stats = o ? malloc((size_t)(2 * n * (C > 0 ? C : 1)) * sizeof(double)) : NULL;
+    const int sync = bn_mask && nr_dist_sync_bn();
+    /* mean, invstd [n][C] each, then (synchronised) the global count and
+       room for the [n][C][2] sums */
+    const size_t nC = (size_t)n * (C > 0 ? C : 1);
+    double *stats = o ? malloc((2 * nC + (sync ? 2 * nC + 1 : 0)) * sizeof(double)) : NULL;
     if (!stats) {
         nr_tensor_release(o);
         nr_tensor_release(wt);
@@ -903,7 +992,22 @@ nr_status nr_bn_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs, const
         j.rms[k] = rm ? rm->st[0] : 0;
         j.rvs[k] = rv ? rv->st[0] : 0;
     }
-    if (bn_mask) nr_parallel_for(C, bn_grain(N * S), bws_stats_task, &j);
+    if (sync) {
+        j.red = stats + 2 * nC;
+        memset(j.red, 0, (2 * nC + 1) * sizeof(double));
+        nr_parallel_for(C, bn_grain(N * S), bws_sums_task, &j);
+        nr_status st = bws_sync_stats(&j);
+        if (st != NR_OK) {
+            free(stats);
+            nr_tensor_release(o);
+            nr_tensor_release(wt);
+            for (int k = 0; k < n; k++) nr_tensor_release(cx[k]);
+            return st;
+        }
+        stats[2 * nC] = j.M; /* backward reads the global count here */
+    } else if (bn_mask) {
+        nr_parallel_for(C, bn_grain(N * S), bws_stats_task, &j);
+    }
     nr_parallel_for(N * C, S >= 4096 ? 1 : 4096 / (S + 1) + 1, bws_out_task, &j);
     nr_tensor *ins[NR_MAXIN];
     for (int k = 0; k < n; k++) ins[k] = cx[k];
@@ -912,6 +1016,7 @@ nr_status nr_bn_weighted_sum(nr_tensor **out, int n, nr_tensor *const *xs, const
     if (nd) {
         nd->writes = (1u << n) - 1; /* the inputs' gradients, not the weights' */
         nd->p.i[0] = bn_mask;
+        nd->p.i[1] = sync;
         nd->extra = stats;
     } else {
         free(stats);

@@ -498,11 +498,10 @@ end
 M.fold_bn = true
 
 -- Whether the plan's batch norms fold now: all in training mode (they
--- normalise with the batch statistics) and not synchronised over ranks
--- (the fused op has no all-reduce).
-local sync_bn = core._dist and core._dist.sync_bn
+-- normalise with the batch statistics; synchronised over the ranks when
+-- batch norm is, as F.batch_norm would be).
 local function fold_now(plan)
-  if not M.fold_bn or (sync_bn and sync_bn()) then return false end
+  if not M.fold_bn then return false end
   for _, f in ipairs(plan) do
     if f.bn and not f.bn.training then return false end
   end

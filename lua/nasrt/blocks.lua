@@ -318,8 +318,8 @@ M.fuse_sep_conv = true
 -- is one `F.sep_conv2d`: the same numbers, but the tape keeps only the
 -- run's input (backward recomputes the ReLU and depthwise outputs), which
 -- halves what a DARTS search step holds.  Other children run as they are.
-local function fused_forward(self, x, upto)
-  local ch = self:children()
+local function fused_forward(self, x, upto, ch)
+  ch = ch or self:children()
   upto = upto or #ch
   if not M.fuse_sep_conv then
     for i = 1, upto do x = ch[i](x) end
@@ -387,7 +387,7 @@ function M.forward_but_last(seq, x)
   if #ch < 1 then
     error(("forward_but_last: %s has no children"):format(seq.__name), 2)
   end
-  if mt == M.SepConv or mt == M.DilConv then return fused_forward(seq, x, #ch - 1) end
+  if mt == M.SepConv or mt == M.DilConv then return fused_forward(seq, x, #ch - 1, ch) end
   for i = 1, #ch - 1 do x = ch[i](x) end
   return x
 end

@@ -186,20 +186,21 @@ static inline void act_apply(float *restrict y, int64_t n, int act) {
         for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? (y[i] < 6.0f ? y[i] : 6.0f) : 0.0f;
 }
 
+/* The running statistics of one channel (either may be NULL) after a batch
+   of M values with this mean and sum of squared deviations ss: momentum m,
+   the unbiased variance, as PyTorch. */
+static void bn_running(float *rm, float *rv, double m, double mean, double ss, double M) {
+    if (rm) *rm = (float)((1.0 - m) * *rm + m * mean);
+    if (rv) *rv = (float)((1.0 - m) * *rv + m * (ss / (M - 1.0)));
+}
+
 /* Per-channel finish of the statistics: invstd, running stats, and the
    affine coefficients y = (x - mf) * sc + sh. */
 static void bn_fwd_coef(bn_fwd *j, int64_t c, double sumsq) {
     if (j->training) {
-        double M = j->M, m = j->momentum;
-        j->invstd[c] = 1.0 / sqrt(sumsq / M + j->eps);
-        if (j->rm) {
-            float *r = j->rm + c * j->rms;
-            *r = (float)((1.0 - m) * *r + m * j->mean[c]);
-        }
-        if (j->rv) { /* unbiased, as PyTorch */
-            float *r = j->rv + c * j->rvs;
-            *r = (float)((1.0 - m) * *r + m * (sumsq / (M - 1.0)));
-        }
+        j->invstd[c] = 1.0 / sqrt(sumsq / j->M + j->eps);
+        bn_running(j->rm ? j->rm + c * j->rms : NULL, j->rv ? j->rv + c * j->rvs : NULL,
+                   j->momentum, j->mean[c], sumsq, j->M);
     } else {
         j->mean[c] = j->rm[c * j->rms];
         j->invstd[c] = 1.0 / sqrt((double)j->rv[c * j->rvs] + j->eps);
@@ -703,6 +704,15 @@ typedef struct {
     double *red;           /* fwd: [n][C][2] sum x, sum x^2; bwd: [C] sg, [n][C] sgx */
 } bws_job;
 
+/* input k, channel c: mean, invstd and running statistics from the mean
+   and the sum of squared deviations ss of its j->M values */
+static void bws_finish(bws_job *j, int k, int64_t c, double mean, double ss) {
+    j->mean[k * j->C + c] = mean;
+    j->invstd[k * j->C + c] = 1.0 / sqrt(ss / j->M + j->eps);
+    bn_running(j->rm[k] ? j->rm[k] + c * j->rms[k] : NULL,
+               j->rv[k] ? j->rv[k] + c * j->rvs[k] : NULL, j->momentum, mean, ss, j->M);
+}
+
 static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     (void)ith;
     bws_job *j = ctx;
@@ -715,17 +725,7 @@ static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             for (int64_t n = 0; n < N; n++) s += bsum(x + n * CS + c * S, S);
             double mean = s / j->M;
             for (int64_t n = 0; n < N; n++) sq += bsumsq(x + n * CS + c * S, S, (float)mean);
-            j->mean[k * C + c] = mean;
-            j->invstd[k * C + c] = 1.0 / sqrt(sq / j->M + j->eps);
-            double m = j->momentum;
-            if (j->rm[k]) {
-                float *r = j->rm[k] + c * j->rms[k];
-                *r = (float)((1.0 - m) * *r + m * mean);
-            }
-            if (j->rv[k]) { /* unbiased, as PyTorch */
-                float *r = j->rv[k] + c * j->rvs[k];
-                *r = (float)((1.0 - m) * *r + m * (sq / (j->M - 1.0)));
-            }
+            bws_finish(j, k, c, mean, sq);
         }
     }
 }
@@ -766,18 +766,7 @@ static nr_status bws_sync_stats(bws_job *j) {
         for (int64_t c = 0; c < C; c++) {
             double mean = j->red[2 * (k * C + c)] / j->M;
             double ss = j->red[2 * (k * C + c) + 1] - j->M * mean * mean;
-            if (ss < 0) ss = 0;
-            j->mean[k * C + c] = mean;
-            j->invstd[k * C + c] = 1.0 / sqrt(ss / j->M + j->eps);
-            double m = j->momentum;
-            if (j->rm[k]) {
-                float *r = j->rm[k] + c * j->rms[k];
-                *r = (float)((1.0 - m) * *r + m * mean);
-            }
-            if (j->rv[k]) {
-                float *r = j->rv[k] + c * j->rvs[k];
-                *r = (float)((1.0 - m) * *r + m * (ss / (j->M - 1.0)));
-            }
+            bws_finish(j, k, c, mean, ss > 0 ? ss : 0);
         }
     }
     return NR_OK;

@@ -711,6 +711,112 @@ static void test_adaptive(void) {
     }
 }
 
+/* ------------------------------------------------------------ sep_conv2d */
+
+/* sep_conv2d (relu -> depthwise -> 1x1 in one op; the fused engine runs it
+   image by image, the small planes go through the unfused path) against
+   the three ops one by one, for each subset of the gradients a step asks
+   for (the DARTS alpha step wants dx only, the weight step all), and the
+   fused results with 1 and 2 threads bit for bit.  The batches are not
+   multiples of the 16 image blocks of the backward. */
+typedef struct {
+    int64_t N, C, H, W, Co, k, s, p, d;
+    int relu;
+} scfg;
+
+typedef struct {
+    float *v[4];
+    int64_t n[4];
+} sep_out;
+
+/* mask bit i: input i (x, wd, wp) requires grad; sep: the fused op */
+static sep_out run_sep(const scfg *c, unsigned mask, int sep, uint64_t seed) {
+    nr_manual_seed(seed);
+    nr_tensor *in[3] = {randn4(c->N, c->C, c->H, c->W), randn4(c->C, 1, c->k, c->k),
+                        randn4(c->Co, c->C, 1, 1)};
+    for (int i = 0; i < 3; i++) in[i]->requires_grad = (mask >> i) & 1;
+    nr_conv_params dp = {{c->s, c->s}, {c->p, c->p}, {c->d, c->d}, c->C};
+    nr_conv_params pp = {{1, 1}, {0, 0}, {1, 1}, 1};
+    nr_tensor *y = NULL, *r = NULL, *t = NULL;
+    sep_out o = {0};
+    nr_status st;
+    if (sep) {
+        st = nr_sep_conv2d(&y, in[0], in[1], in[2], &dp, c->relu);
+    } else {
+        st = c->relu ? nr_unary_op(&r, in[0], NR_U_RELU) : NR_OK;
+        if (st == NR_OK) st = nr_conv2d(&t, r ? r : in[0], in[1], NULL, &dp);
+        if (st == NR_OK) st = nr_conv2d(&y, t, in[2], NULL, &pp);
+    }
+    nr_tensor *g = st == NR_OK ? nr_tensor_randn(4, y->ne) : NULL;
+    if (g && nr_backward(y, g) == NR_OK) {
+        for (int i = 0; i < 4; i++) {
+            const nr_tensor *src = i == 0 ? y : in[i - 1]->grad;
+            if (!src) continue;
+            o.n[i] = nr_numel(src);
+            o.v[i] = malloc((size_t)o.n[i] * 4);
+            memcpy(o.v[i], nr_data(src), (size_t)o.n[i] * 4);
+        }
+    }
+    nr_tensor_release(g);
+    nr_tensor_release(y);
+    nr_tensor_release(t);
+    nr_tensor_release(r);
+    for (int i = 0; i < 3; i++) nr_tensor_release(in[i]);
+    return o;
+}
+
+static void free_sep(sep_out *o) {
+    for (int i = 0; i < 4; i++) free(o->v[i]);
+}
+
+static void test_sep_conv(void) {
+    static const scfg cs[] = {
+        {19, 8, 14, 14, 8, 3, 1, 1, 1, 1},   {19, 16, 28, 28, 16, 5, 1, 2, 1, 1},
+        {17, 12, 13, 11, 20, 3, 2, 1, 1, 1}, {18, 8, 16, 16, 8, 5, 2, 4, 2, 1},
+        {5, 4, 9, 9, 6, 3, 1, 2, 2, 0},      {3, 6, 10, 10, 4, 3, 3, 1, 1, 1},
+        {21, 16, 7, 7, 16, 3, 1, 1, 1, 1},   /* channel-last engine: unfused */
+    };
+    static const char *what[4] = {"y", "dx", "dWd", "dWp"};
+    static const unsigned masks[] = {7, 1, 4, 6, 3};
+    for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
+        const scfg *c = &cs[k];
+        char cfg[160];
+        snprintf(cfg, sizeof cfg, "N%lld C%lld %lldx%lld Co%lld k%lld s%lld p%lld d%lld relu%d",
+                 (long long)c->N, (long long)c->C, (long long)c->H, (long long)c->W,
+                 (long long)c->Co, (long long)c->k, (long long)c->s, (long long)c->p,
+                 (long long)c->d, c->relu);
+        for (size_t m = 0; m < sizeof masks / sizeof *masks; m++) {
+            sep_out ref = run_sep(c, masks[m], 0, 500 + k), a = run_sep(c, masks[m], 1, 500 + k);
+            CHECK(ref.v[0] && a.v[0]);
+            for (int i = 0; i < 4; i++) {
+                int want = i == 0 || ((masks[m] >> (i - 1)) & 1);
+                CHECK(!want == !a.v[i] && a.n[i] == ref.n[i]);
+                if (!a.v[i] || !ref.v[i] || a.n[i] != ref.n[i]) continue;
+                double *rd = malloc((size_t)ref.n[i] * sizeof(double));
+                for (int64_t j = 0; j < ref.n[i]; j++) rd[j] = ref.v[i][j];
+                char nm[64];
+                snprintf(nm, sizeof nm, "sep_conv2d %s (grads %u)", what[i], masks[m]);
+                CHECK(expect_close(nm, cfg, a.v[i], rd, a.n[i], 1e-5));
+                free(rd);
+            }
+            free_sep(&ref);
+            free_sep(&a);
+        }
+        /* the fused engine: the same bits with 1 and 2 threads */
+        nr_set_num_threads(1);
+        sep_out t1 = run_sep(c, 7, 1, 900 + k);
+        nr_set_num_threads(2);
+        sep_out t2 = run_sep(c, 7, 1, 900 + k);
+        int same = 1;
+        for (int i = 0; i < 4; i++)
+            same = same && t1.v[i] && t2.v[i] && !memcmp(t1.v[i], t2.v[i], (size_t)t1.n[i] * 4);
+        if (!same) fprintf(stderr, "FAIL sep_conv2d differs between 1 and 2 threads: %s\n", cfg);
+        CHECK(same);
+        free_sep(&t1);
+        free_sep(&t2);
+    }
+}
+
 /* --------------------------------------------------- thread invariance */
 
 typedef struct {
@@ -848,6 +954,7 @@ int main(void) {
     test_max_pool_all_neg_inf();
     test_adaptive();
     test_threads();
+    test_sep_conv();
     test_no_grad();
     CHECK(nr_live_bytes() == live0); /* nothing leaked */
     DONE();

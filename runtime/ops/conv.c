@@ -683,22 +683,28 @@ static void relu_buf(float *P, size_t n) {
     for (size_t k = 0; k < n; k++) P[k] = P[k] > 0.0f ? P[k] : 0.0f;
 }
 
+/* Plane c of image n through the row engine: P (zero padding kept) gets
+   the plane, y (image n's output, [Co][OH*OW]) its m output planes. */
+static void dw_fwd_plane(const dw_job *J, float *P, int64_t n, int64_t c, float *y) {
+    const cshape *s = J->s;
+    const dwp *g = &J->pl->f;
+    const int64_t m = J->pl->m, OHW = s->OH * s->OW;
+    dwp_fill(g, J->x + (n * s->C + c) * s->H * s->W, s->W, P);
+    if (J->relu) relu_buf(P, g->psz);
+    for (int64_t mi = 0; mi < m; mi++) {
+        int64_t co = c * m + mi;
+        dw_corr(g, P, J->w + co * g->kk, J->b ? J->b[co] : 0.0f, y + co * OHW, s->OW, 0);
+    }
+}
+
 static void dw_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const dw_job *J = ctx;
     const cshape *s = J->s;
-    const dwp *g = &J->pl->f;
-    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, m = J->pl->m;
     float *P = nr_scratch(ith, J->scr);
-    memset(P, 0, g->psz * sizeof(float));
+    memset(P, 0, J->pl->f.psz * sizeof(float));
     for (int64_t it = i0; it < i1; it++) {
         int64_t n = it / s->C, c = it % s->C;
-        dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
-        if (J->relu) relu_buf(P, g->psz);
-        for (int64_t mi = 0; mi < m; mi++) {
-            int64_t co = c * m + mi;
-            dw_corr(g, P, J->w + co * g->kk, J->b ? J->b[co] : 0.0f,
-                    J->y + (n * s->Co + co) * OHW, s->OW, 0);
-        }
+        dw_fwd_plane(J, P, n, c, J->y + n * s->Co * s->OH * s->OW);
     }
 }
 
@@ -718,68 +724,94 @@ static void relu_mask_plane(float *restrict d, const float *restrict t, const fl
         for (int64_t i = 0; i < n; i++) d[i] += x[i] > 0.0f ? t[i] : 0.0f;
 }
 
-/* Backward over fixed blocks of images [n0, n1) (planes in memory order);
-   dW goes to the block's partial (double), summed later in block order. */
-static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
-    const dw_job *J = ctx;
+/* The backward's per-thread buffers, carved from the scratch of size
+   dw_bwd_scratch: P (x padded), D (dX in P's layout, scatter mode), Gp
+   (the gradient padded: gather mode, or the zero frame Gz of the phase
+   gather), T (relu: a plane's dx before the mask).  The zero padding of P
+   and Gp is set here once and persists across planes. */
+typedef struct {
+    float *P, *D, *Gp, *T;
+    const float *G;  /* the output gradient as wgrad reads it (in Gp) */
+    int64_t ldg;
+} dwbufs;
+
+static float *dw_bwd_bufs(const dw_job *J, float *scr, dwbufs *b) {
+    const dwplan *pl = J->pl;
+    const dwp *g = &pl->f, *gt = &pl->t;
+    const dwpg *pg = &pl->pg;
+    size_t gsz = pl->gather ? gt->psz : (size_t)(pg->zrows * pg->ldz);
+    b->P = scr, b->D = b->P + g->psz, b->Gp = b->D + g->psz;
+    b->T = J->relu && J->gx ? b->Gp + gsz : NULL;
+    memset(b->P, 0, g->psz * sizeof(float));
+    memset(b->Gp, 0, gsz * sizeof(float));
+    b->G = pl->gather ? b->Gp + gt->ph * gt->rs + gt->pw : b->Gp + pg->Ei * pg->ldz + pg->Ej;
+    b->ldg = pl->gather ? gt->rs : pg->ldz;
+    return scr + dw_bwd_scratch(J->s, pl, J->relu && J->gx);
+}
+
+/* The backward of image n: gy its output gradient ([Co][OH*OW]), dW added
+   to part (double, NULL: none), dx written or added to J->gx as
+   J->gx_fresh says.  t (not NULL): image n's forward output is recomputed
+   into it on the way (the fused sep_conv2d's 1x1 dW reads it). */
+static void dw_bwd_image(const dw_job *J, const dwbufs *B, int64_t n, const float *gyn,
+                         double *part, float *t) {
     const cshape *s = J->s;
     const dwplan *pl = J->pl;
     const dwp *g = &pl->f, *gt = &pl->t;
     const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, OW = s->OW;
     const int64_t m = pl->m, kk = g->kk;
     const dwpg *pg = &pl->pg;
-    float *P = nr_scratch(ith, J->scr), *D = P + g->psz, *Gp = D + g->psz; /* Gp: or Gz */
-    /* relu: each plane's dx goes to T first, then through the mask to gx */
-    float *T = J->relu && J->gx ? Gp + (pl->gather ? gt->psz : (size_t)(pg->zrows * pg->ldz)) : NULL;
-    /* the zero padding of these buffers persists across planes */
-    memset(P, 0, g->psz * sizeof(float));
-    if (pl->gather)
-        memset(Gp, 0, gt->psz * sizeof(float));
-    else
-        memset(Gp, 0, (size_t)(pg->zrows * pg->ldz) * sizeof(float));
-    /* the output gradient as wgrad reads it: rows with zeros past OW */
-    const float *G = pl->gather ? Gp + gt->ph * gt->rs + gt->pw : Gp + pg->Ei * pg->ldz + pg->Ej;
-    const int64_t ldg = pl->gather ? gt->rs : pg->ldz;
-    for (int64_t blk = b0; blk < b1; blk++) {
-        int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
-        double *part = J->gw ? J->part + blk * s->Co * kk : NULL;
-        if (part)
-            for (int64_t k = 0; k < s->Co * kk; k++) part[k] = 0.0;
-        for (int64_t n = n0; n < n1; n++) {
-            for (int64_t c = 0; c < s->C; c++) {
-                float *gxp = J->gx ? J->gx + (n * s->C + c) * HW : NULL;
-                float *gx = T ? T : gxp;
-                const int fresh = J->gx_fresh || T;
-                if (part) {
-                    dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
-                    if (J->relu) relu_buf(P, g->psz);
-                }
-                for (int64_t mi = 0; mi < m; mi++) {
-                    int64_t co = c * m + mi;
-                    const float *gy = J->gy + (n * s->Co + co) * OHW;
-                    if (pl->gather) {
-                        dwp_fill(gt, gy, OW, Gp);
-                    } else {
-                        for (int64_t oh = 0; oh < s->OH; oh++)
-                            copy_short(Gp + (pg->Ei + oh) * pg->ldz + pg->Ej, gy + oh * OW, OW);
-                    }
-                    if (part) dw_wgrad(g, P, G, ldg, part + co * kk);
-                    if (gx) {
-                        if (pl->gather)
-                            dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W,
-                                    !(fresh && mi == 0));
-                        else
-                            dw_pgather(g, pg, D, Gp, J->w + co * kk, mi > 0);
-                    }
-                }
-                if (gx && !pl->gather) {
-                    if (fresh) memset(gx, 0, (size_t)HW * sizeof(float));
-                    dwp_unfill_add(g, D, gx, s->W);
-                }
-                if (gx && T)
-                    relu_mask_plane(gxp, T, J->x + (n * s->C + c) * HW, HW, J->gx_fresh);
+    float *P = B->P, *D = B->D, *Gp = B->Gp, *T = B->T;
+    for (int64_t c = 0; c < s->C; c++) {
+        float *gxp = J->gx ? J->gx + (n * s->C + c) * HW : NULL;
+        float *gx = T ? T : gxp;
+        const int fresh = J->gx_fresh || T;
+        if (t)
+            dw_fwd_plane(J, P, n, c, t);
+        else if (part) {
+            dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
+            if (J->relu) relu_buf(P, g->psz);
+        }
+        for (int64_t mi = 0; mi < m; mi++) {
+            int64_t co = c * m + mi;
+            const float *gy = gyn + co * OHW;
+            if (pl->gather) {
+                dwp_fill(gt, gy, OW, Gp);
+            } else {
+                for (int64_t oh = 0; oh < s->OH; oh++)
+                    copy_short(Gp + (pg->Ei + oh) * pg->ldz + pg->Ej, gy + oh * OW, OW);
+            }
+            if (part) dw_wgrad(g, P, B->G, B->ldg, part + co * kk);
+            if (gx) {
+                if (pl->gather)
+                    dw_corr(gt, Gp, J->wflip + co * kk, 0.0f, gx, s->W, !(fresh && mi == 0));
+                else
+                    dw_pgather(g, pg, D, Gp, J->w + co * kk, mi > 0);
             }
         }
+        if (gx && !pl->gather) {
+            if (fresh) memset(gx, 0, (size_t)HW * sizeof(float));
+            dwp_unfill_add(g, D, gx, s->W);
+        }
+        if (gx && T) relu_mask_plane(gxp, T, J->x + (n * s->C + c) * HW, HW, J->gx_fresh);
+    }
+}
+
+/* Backward over fixed blocks of images [n0, n1) (planes in memory order);
+   dW goes to the block's partial (double), summed later in block order. */
+static void dw_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    const dw_job *J = ctx;
+    const cshape *s = J->s;
+    const int64_t nck = s->Co * J->pl->f.kk;
+    dwbufs B;
+    dw_bwd_bufs(J, nr_scratch(ith, J->scr), &B);
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
+        double *part = J->gw ? J->part + blk * nck : NULL;
+        if (part)
+            for (int64_t k = 0; k < nck; k++) part[k] = 0.0;
+        for (int64_t n = n0; n < n1; n++)
+            dw_bwd_image(J, &B, n, J->gy + n * s->Co * s->OH * s->OW, part, NULL);
     }
 }
 
@@ -2216,6 +2248,71 @@ static void pw_shape(const cshape *sd, int64_t Co, nr_node *np, cshape *sp) {
     sp->Cg = sd->Co, sp->Cog = Co, sp->Kd = sd->Co;
 }
 
+/* The fused engine: the depthwise convs that take the row engine run image
+   by image, each image's depthwise output t_n (C x OH*OW) staying in the
+   thread's scratch from the producer to the 1x1 GEMM that consumes it,
+   instead of a whole [N,C,OH,OW] tensor written out and read back.
+   Backward, per image: g_t = Wp^T g_n (scratch), dWp += g_n t_n^T with
+   t_n recomputed from x on the way through the depthwise backward, which
+   reads g_t.  Only for t_n of up to 1 MB (L2); the small planes of the
+   channel-last engine and larger ones go the unfused way. */
+typedef struct {
+    dw_job d;             /* the depthwise conv (x, wd, relu, dx, dWd) */
+    const float *wp, *gy; /* 1x1 weight [Co][C], output gradient */
+    float *y, *partp;     /* output; dWp partials nblk x Co*C */
+    int64_t Cop;
+    size_t dscr;          /* the depthwise part of the scratch */
+} sep_job;
+
+static int sep_fusable(const cshape *sd) {
+    return is_depthwise(sd) && !dwc_usable(sd) && sd->Co == sd->C &&
+           sd->C * sd->OH * sd->OW <= (256 << 10);
+}
+
+static void sep_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    const sep_job *J = ctx;
+    const cshape *s = J->d.s;
+    const int64_t OHW = s->OH * s->OW;
+    float *P = nr_scratch(ith, J->dscr + (size_t)rup(s->C * OHW, VL)), *t = P + J->dscr;
+    memset(P, 0, J->d.pl->f.psz * sizeof(float));
+    for (int64_t n = i0; n < i1; n++) {
+        for (int64_t c = 0; c < s->C; c++) dw_fwd_plane(&J->d, P, n, c, t);
+        nr_gemm(0, 0, J->Cop, OHW, s->C, 1.0f, J->wp, s->C, t, OHW, 0.0f,
+                J->y + n * J->Cop * OHW, OHW);
+    }
+}
+
+static void sep_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    const sep_job *J = ctx;
+    const dw_job *D = &J->d;
+    const cshape *s = D->s;
+    const int64_t OHW = s->OH * s->OW, COHW = rup(s->C * OHW, VL);
+    const int64_t nck = s->C * D->pl->f.kk, npw = J->Cop * s->C;
+    const int need_gt = D->gx || D->gw;
+    dwbufs B;
+    float *t = dw_bwd_bufs(D, nr_scratch(ith, J->dscr + 2 * (size_t)COHW), &B), *gt = t + COHW;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / D->nblk, n1 = s->N * (blk + 1) / D->nblk;
+        double *part = D->gw ? D->part + blk * nck : NULL;
+        float *partp = J->partp ? J->partp + blk * npw : NULL;
+        if (part)
+            for (int64_t k = 0; k < nck; k++) part[k] = 0.0;
+        for (int64_t n = n0; n < n1; n++) {
+            const float *gn = J->gy + n * J->Cop * OHW;
+            if (need_gt) {
+                nr_gemm(1, 0, s->C, OHW, J->Cop, 1.0f, J->wp, s->C, gn, OHW, 0.0f, gt, OHW);
+                dw_bwd_image(D, &B, n, gt, part, partp ? t : NULL);
+            } else {
+                memset(B.P, 0, D->pl->f.psz * sizeof(float));
+                for (int64_t c = 0; c < s->C; c++) dw_fwd_plane(D, B.P, n, c, t);
+            }
+            if (partp)
+                nr_gemm(0, 1, J->Cop, s->C, OHW, 1.0f, gn, OHW, t, OHW, n == n0 ? 0.0f : 1.0f,
+                        partp, s->C);
+        }
+    }
+}
+
 /* Backward: the depthwise output t is recomputed from x, then the 1x1
    conv's backward gives dt and dWp, the depthwise conv's dx (through the
    ReLU mask) and dWd. */
@@ -2226,6 +2323,47 @@ static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *g
     load_shape(nd, x, wd, &sd);
     nr_node np;
     pw_shape(&sd, wp->ne[0], &np, &sp);
+    if (sep_fusable(&sd) && sd.N > 0) {
+        nr_tensor *gc = nr_is_contiguous(gout) ? NULL : nr_tensor_clone(gout);
+        if (!nr_is_contiguous(gout) && !gc) return NR_ENOMEM;
+        float *gx = gin[0] ? nr_data(gin[0]) : NULL, *gw = gin[1] ? nr_data(gin[1]) : NULL;
+        int64_t kk = sd.kh * sd.kw, nblk = sd.N < 16 ? sd.N : 16, Cop = sp.Co;
+        dwplan pl;
+        if (!dw_plan(&sd, &pl)) {
+            nr_tensor_release(gc);
+            return nr_seterror(NR_ENOMEM, "sep_conv2d backward: out of memory");
+        }
+        size_t dscr = dw_bwd_scratch(&sd, &pl, gx && relu);
+        float *wflip = malloc((size_t)(sd.C * kk) * sizeof(float));
+        double *part = gw ? malloc((size_t)(nblk * sd.C * kk) * sizeof(double)) : NULL;
+        float *partp = gin[2] ? malloc((size_t)(nblk * Cop * sd.C) * sizeof(float)) : NULL;
+        nr_status st = prealloc_scratch(dscr + 2 * (size_t)rup(sd.C * sd.OH * sd.OW, VL));
+        if (st == NR_OK && (!wflip || (gw && !part) || (gin[2] && !partp)))
+            st = nr_seterror(NR_ENOMEM, "sep_conv2d backward: out of memory");
+        if (st == NR_OK) {
+            const float *wdd = nr_data(wd);
+            for (int64_t c = 0; c < sd.C; c++)
+                for (int64_t t = 0; t < kk; t++) wflip[c * kk + t] = wdd[c * kk + kk - 1 - t];
+            sep_job J = {{&sd, &pl, nr_data(x), wdd, NULL, NULL, NULL, gx, gw, dscr, wflip, part,
+                          nblk, relu, gx && (nd->fresh & 1)},
+                         nr_data(wp), nr_data(gc ? gc : gout), NULL, partp, Cop, dscr};
+            nr_parallel_for(nblk, 1, sep_bwd_task, &J);
+            if (gw) {
+                dwred_job RJ = {part, gw, nblk, sd.C * kk};
+                nr_parallel_for(sd.C * kk, 1024, dw_reduce_task, &RJ);
+            }
+            if (partp) {
+                red_job RJ = {partp, nr_data(gin[2]), nblk, Cop * sd.C};
+                nr_parallel_for(Cop * sd.C, 4096, reduce_task, &RJ);
+            }
+        }
+        free(wflip);
+        free(part);
+        free(partp);
+        free(pl.offs);
+        nr_tensor_release(gc);
+        return st;
+    }
     int64_t tne[4] = {sd.N, sd.Co, sd.OH, sd.OW};
     nr_tensor *t = nr_tensor_empty(4, tne);
     /* gt is written whole by the 1x1 conv's backward (fresh) */
@@ -2295,15 +2433,32 @@ nr_status nr_sep_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd
     nr_node np;
     pw_shape(&sd, wp->ne[0], &np, &sp);
     int64_t tne[4] = {sd.N, sd.Co, sd.OH, sd.OW}, yne[4] = {sd.N, sp.Co, sd.OH, sd.OW};
-    t = nr_tensor_empty(4, tne);
-    y = t ? nr_tensor_empty(4, yne) : NULL;
+    const int fuse = sep_fusable(&sd);
+    t = fuse ? NULL : nr_tensor_empty(4, tne);
+    y = fuse || t ? nr_tensor_empty(4, yne) : NULL;
     if (!y) {
         st = NR_ENOMEM;
         goto done;
     }
-    st = conv_fwd(&sd, nr_data(xc), nr_data(wdc), NULL, nr_data(t), relu != 0);
-    if (st != NR_OK) goto done;
-    st = conv_fwd(&sp, nr_data(t), nr_data(wpc), NULL, nr_data(y), 0);
+    if (fuse) {
+        dwplan pl;
+        if (!dw_plan(&sd, &pl)) {
+            st = nr_seterror(NR_ENOMEM, "sep_conv2d: out of memory");
+            goto done;
+        }
+        size_t dscr = pl.f.psz;
+        st = prealloc_scratch(dscr + (size_t)rup(sd.C * sd.OH * sd.OW, VL));
+        if (st == NR_OK) {
+            sep_job J = {{&sd, &pl, nr_data(xc), nr_data(wdc), NULL, NULL, NULL, NULL, NULL, dscr,
+                          NULL, NULL, 0, relu != 0, 0},
+                         nr_data(wpc), NULL, nr_data(y), NULL, sp.Co, dscr};
+            nr_parallel_for(sd.N, 1, sep_fwd_task, &J);
+        }
+        free(pl.offs);
+    } else {
+        st = conv_fwd(&sd, nr_data(xc), nr_data(wdc), NULL, nr_data(t), relu != 0);
+        if (st == NR_OK) st = conv_fwd(&sp, nr_data(t), nr_data(wpc), NULL, nr_data(y), 0);
+    }
     if (st != NR_OK) goto done;
     nr_node *nd = nr_record(y, "sep_conv2d", sep_bwd, 3, (nr_tensor *[]){xc, wdc, wpc});
     if (nd) {

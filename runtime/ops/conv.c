@@ -466,11 +466,68 @@ static inline void store_row(float *restrict y, int64_t n, vf16 v, int acc) {
     }
 }
 
+/* Stride 1, a KH x KW kernel known at compile time: the taps' weights sit
+   in registers, and each vector of an input row is loaded once for the up
+   to four output rows it feeds (output rows oh + u*dh, u < 4, read input
+   rows oh + m*dh, m < KH + 3): (KH + 3) * KW loads per four output
+   vectors instead of 4 * KH * KW loads and KH * KW broadcasts.  A band of
+   4*dh rows is dh such groups (one pass over q*OWr + column); the rows
+   left over at the bottom go one at a time. */
+#define DW_CORR_S1(KH, KW)                                                               \
+    static void dw_corr_##KH##x##KW(const dwp *g, const float *restrict P,               \
+                                    const float *restrict w, float bias,                 \
+                                    float *restrict y, int64_t ldy, int acc) {           \
+        const int64_t rs = g->rs, OW = g->OW, dh = g->dh, dw = g->dw, dr = dh * rs;      \
+        vf16 wv[KH * KW];                                                                \
+        for (int t = 0; t < KH * KW; t++) wv[t] = (vf16){0} + w[t];                      \
+        const vf16 b = (vf16){0} + bias;                                                 \
+        int64_t oh = 0;                                                                  \
+        for (; oh + 4 * dh <= g->OH; oh += 4 * dh) {                                     \
+            for (int64_t ob = 0; ob < dh * g->OWr; ob += VL) {                           \
+                const int64_t q = ob / g->OWr; /* rows oh + q + u*dh */                  \
+                const float *b0 = P + (oh + q) * rs + ob - q * g->OWr;                   \
+                vf16 a0 = b, a1 = b, a2 = b, a3 = b;                                     \
+                _Pragma("GCC unroll 8") for (int m = 0; m < KH + 3; m++) {               \
+                    const float *pr = b0 + m * dr;                                       \
+                    _Pragma("GCC unroll 5") for (int j = 0; j < KW; j++) {               \
+                        vf16 v = VLD(pr + j * dw);                                       \
+                        if (m < KH) a0 += wv[m * KW + j] * v;                            \
+                        if (m >= 1 && m - 1 < KH) a1 += wv[(m - 1) * KW + j] * v;        \
+                        if (m >= 2 && m - 2 < KH) a2 += wv[(m - 2) * KW + j] * v;        \
+                        if (m >= 3 && m - 3 < KH) a3 += wv[(m - 3) * KW + j] * v;        \
+                    }                                                                    \
+                }                                                                        \
+                const int64_t oc = ob - q * g->OWr;                                      \
+                float *yr = y + (oh + q) * ldy + oc;                                     \
+                store_row(yr, OW - oc, a0, acc);                                         \
+                store_row(yr + dh * ldy, OW - oc, a1, acc);                              \
+                store_row(yr + 2 * dh * ldy, OW - oc, a2, acc);                          \
+                store_row(yr + 3 * dh * ldy, OW - oc, a3, acc);                          \
+            }                                                                            \
+        }                                                                                \
+        for (; oh < g->OH; oh++) {                                                       \
+            for (int64_t ob = 0; ob < g->OWr; ob += VL) {                                \
+                const float *b0 = P + oh * rs + ob;                                      \
+                vf16 a0 = b;                                                             \
+                _Pragma("GCC unroll 5") for (int i = 0; i < KH; i++)                     \
+                    _Pragma("GCC unroll 5") for (int j = 0; j < KW; j++)                 \
+                        a0 += wv[i * KW + j] * VLD(b0 + i * dr + j * dw);                \
+                store_row(y + oh * ldy + ob, OW - ob, a0, acc);                          \
+            }                                                                            \
+        }                                                                                \
+    }
+DW_CORR_S1(3, 3)
+DW_CORR_S1(5, 5)
+
 /* y (OH x OW, row stride ldy) = bias + correlation of P with the kk taps w
    (acc: y += instead).  Four output rows at a time: four independent FMA
    chains per tap. */
 static void dw_corr(const dwp *g, const float *restrict P, const float *restrict w, float bias,
                     float *restrict y, int64_t ldy, int acc) {
+    if (g->sh == 1 && g->sw == 1 && g->kh == g->kw && (g->kh == 3 || g->kh == 5)) {
+        (g->kh == 3 ? dw_corr_3x3 : dw_corr_5x5)(g, P, w, bias, y, ldy, acc);
+        return;
+    }
     const int64_t kk = g->kk, rstep = g->sh * g->rs, OW = g->OW;
     const int64_t *restrict toff = g->toff;
     int64_t oh = 0;

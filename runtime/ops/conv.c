@@ -591,11 +591,61 @@ WGRAD_GROUP(6)
 WGRAD_GROUP(7)
 WGRAD_GROUP(8)
 
+/* Stride 1, KH x KW known at compile time: one accumulator per tap in
+   registers, the gradient of four output rows (dh apart) loaded once, and
+   each input row vector loaded once for the up to four of those rows it
+   meets: 4 + (KH + 3) * KW loads per four output vectors (3x3: 22, 5x5:
+   44) instead of (KH * KW + groups) per output vector. */
+#define DW_WGRAD_S1(KH, KW)                                                              \
+    static void dw_wgrad_##KH##x##KW(const dwp *g, const float *restrict P,              \
+                                     const float *restrict G, int64_t ldg,               \
+                                     double *restrict da) {                              \
+        const int64_t rs = g->rs, dh = g->dh, dw = g->dw, dr = dh * rs;                  \
+        vf16 a[KH * KW];                                                                 \
+        for (int t = 0; t < KH * KW; t++) a[t] = (vf16){0};                              \
+        int64_t oh = 0;                                                                  \
+        for (; oh + 4 * dh <= g->OH; oh += 4 * dh) {                                     \
+            for (int64_t ob = 0; ob < dh * g->OWr; ob += VL) {                           \
+                const int64_t q = ob / g->OWr, oc = ob - q * g->OWr;                     \
+                const float *gr = G + (oh + q) * ldg + oc;                               \
+                const vf16 g0 = VLD(gr), g1 = VLD(gr + dh * ldg);                        \
+                const vf16 g2 = VLD(gr + 2 * dh * ldg), g3 = VLD(gr + 3 * dh * ldg);     \
+                const float *b0 = P + (oh + q) * rs + oc;                                \
+                _Pragma("GCC unroll 8") for (int m = 0; m < KH + 3; m++) {               \
+                    const float *pr = b0 + m * dr;                                       \
+                    _Pragma("GCC unroll 5") for (int j = 0; j < KW; j++) {               \
+                        vf16 v = VLD(pr + j * dw);                                       \
+                        if (m < KH) a[m * KW + j] += g0 * v;                             \
+                        if (m >= 1 && m - 1 < KH) a[(m - 1) * KW + j] += g1 * v;         \
+                        if (m >= 2 && m - 2 < KH) a[(m - 2) * KW + j] += g2 * v;         \
+                        if (m >= 3 && m - 3 < KH) a[(m - 3) * KW + j] += g3 * v;         \
+                    }                                                                    \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+        for (; oh < g->OH; oh++) {                                                       \
+            for (int64_t ob = 0; ob < g->OWr; ob += VL) {                                \
+                const vf16 gv = VLD(G + oh * ldg + ob);                                  \
+                const float *b0 = P + oh * rs + ob;                                      \
+                _Pragma("GCC unroll 5") for (int i = 0; i < KH; i++)                     \
+                    _Pragma("GCC unroll 5") for (int j = 0; j < KW; j++)                 \
+                        a[i * KW + j] += gv * VLD(b0 + i * dr + j * dw);                 \
+            }                                                                            \
+        }                                                                                \
+        for (int t = 0; t < KH * KW; t++) da[t] += hsum_fast(a[t]);                      \
+    }
+DW_WGRAD_S1(3, 3)
+DW_WGRAD_S1(5, 5)
+
 static void dw_wgrad(const dwp *g, const float *P, const float *G, int64_t ldg, double *da) {
     typedef void (*fn)(const dwp *, const float *, const float *, int64_t, const int64_t *,
                        double *);
     static const fn tab[9] = {NULL, dw_wgrad_1, dw_wgrad_2, dw_wgrad_3, dw_wgrad_4,
                               dw_wgrad_5, dw_wgrad_6, dw_wgrad_7, dw_wgrad_8};
+    if (g->sh == 1 && g->sw == 1 && g->kh == g->kw && (g->kh == 3 || g->kh == 5)) {
+        (g->kh == 3 ? dw_wgrad_3x3 : dw_wgrad_5x5)(g, P, G, ldg, da);
+        return;
+    }
     int64_t kk = g->kk, t = 0;
     /* balanced groups: 9 taps -> 5+4, 25 -> 7+6+6+6 */
     int64_t ng = (kk + 7) / 8;

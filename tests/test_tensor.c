@@ -3,6 +3,7 @@
 #include "check.h"
 #include "nasrt.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -273,6 +274,71 @@ static void test_threads_agree(void) {
     nr_tensor_release(x);
 }
 
+/* sum / mean / max over each dim of [37, 5, 211] (rows long enough for the
+   vector path, enough of them to run on both threads) against double
+   references, their gradients (g = 1 + index), one NaN row for max, and
+   the same bits with 1 and 2 threads */
+static void test_dim_reductions(void) {
+    const int64_t ne[3] = {37, 5, 211}, n = 37 * 5 * 211;
+    nr_tensor *x = nr_tensor_randn(3, ne);
+    nr_data(x)[3 * 211 + 17] = NAN; /* row [0, 3, :] and column [:, :, 17] */
+    x->requires_grad = 1;
+    const float *xd = nr_data(x);
+    for (int op = 0; op < 3; op++)
+        for (int dim = 0; dim < 3; dim++) {
+            float *res[2] = {NULL, NULL};
+            int64_t outer = 1, nn = ne[dim], inner = 1, m = n / ne[dim];
+            for (int i = 0; i < dim; i++) outer *= ne[i];
+            for (int i = dim + 1; i < 3; i++) inner *= ne[i];
+            for (int th = 0; th < 2; th++) {
+                nr_set_num_threads(th + 1);
+                nr_tensor *y = NULL, *g = nr_tensor_empty(2, (int64_t[]){outer, inner});
+                for (int64_t i = 0; i < m; i++) nr_data(g)[i] = 1.0f + (float)i;
+                nr_status st = op == 0   ? nr_sum(&y, x, dim, 0)
+                               : op == 1 ? nr_mean(&y, x, dim, 0)
+                                         : nr_max_dim(&y, NULL, x, dim, 0);
+                CHECK(st == NR_OK && nr_numel(y) == m);
+                nr_tensor_release(x->grad);
+                x->grad = NULL;
+                nr_tensor *gv = NULL;
+                CHECK(nr_reshape(&gv, g, y->ndim, y->ne) == NR_OK);
+                CHECK(nr_backward(y, gv) == NR_OK && x->grad);
+                res[th] = malloc((size_t)(m + n) * sizeof(float));
+                memcpy(res[th], nr_data(y), (size_t)m * sizeof(float));
+                memcpy(res[th] + m, nr_data(x->grad), (size_t)n * sizeof(float));
+                int ok = 1;
+                for (int64_t o = 0; o < outer && ok; o++)
+                    for (int64_t i = 0; i < inner && ok; i++) {
+                        double s = 0, best = xd[o * nn * inner + i];
+                        int64_t bk = 0;
+                        for (int64_t k = 0; k < nn; k++) {
+                            double v = xd[(o * nn + k) * inner + i];
+                            s += v;
+                            if (v > best || (isnan(v) && !isnan(best))) best = v, bk = k;
+                        }
+                        double want = op == 0 ? s : op == 1 ? s / nn : best;
+                        double got = nr_data(y)[o * inner + i], gi = 1.0 + (double)(o * inner + i);
+                        ok = isnan(want) ? isnan(got) : fabs(got - want) <= 1e-4 * (1 + fabs(want));
+                        for (int64_t k = 0; k < nn && ok; k++) {
+                            double gw = op == 0 ? gi : op == 1 ? gi / nn : (k == bk ? gi : 0);
+                            double gg = nr_data(x->grad)[(o * nn + k) * inner + i];
+                            ok = fabs(gg - gw) <= 1e-5 * (1 + fabs(gw));
+                        }
+                    }
+                if (!ok) fprintf(stderr, "FAIL reduction op %d dim %d threads %d\n", op, dim, th + 1);
+                CHECK(ok);
+                nr_tensor_release(gv);
+                nr_tensor_release(g);
+                nr_tensor_release(y);
+            }
+            CHECK(res[0] && res[1] && !memcmp(res[0], res[1], (size_t)(m + n) * sizeof(float)));
+            free(res[0]);
+            free(res[1]);
+        }
+    nr_tensor_release(x);
+    nr_set_num_threads(2);
+}
+
 int main(void) {
     nr_runtime_init(2);
     test_storage_cache();
@@ -285,5 +351,6 @@ int main(void) {
     test_broadcast();
     test_rng();
     test_threads_agree();
+    test_dim_reductions();
     DONE();
 }

@@ -4,6 +4,7 @@
 ** tape node when an input needs a gradient.
 */
 #include "nasrt.h"
+#include "vec.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -488,17 +489,75 @@ static void sumall_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     }
 }
 
+/* The sum of a contiguous row: four vector accumulators (a single float
+   accumulator is one serial chain of adds, and through y in memory, a
+   store-to-load chain: the global average pooling of an attention module,
+   [N,C,HW] summed over HW, ran at one add per five cycles). */
+static float row_sum(const float *restrict x, int64_t n) {
+    vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t i = 0;
+    for (; i + 4 * VL <= n; i += 4 * VL) {
+        a0 += VLD(x + i);
+        a1 += VLD(x + i + VL);
+        a2 += VLD(x + i + 2 * VL);
+        a3 += VLD(x + i + 3 * VL);
+    }
+    for (; i + VL <= n; i += VL) a0 += VLD(x + i);
+    a0 += a1 + a2 + a3;
+    float s = 0;
+    for (; i < n; i++) s += x[i];
+    for (int k = 0; k < VL; k++) s += a0[k];
+    return s;
+}
+
 static void sumdim_task(void *ctx, int64_t o0, int64_t o1, int ith) {
+    (void)ith;
     red_job *j = ctx;
+    const int64_t n = j->n, inner = j->inner;
     for (int64_t o = o0; o < o1; o++) {
-        const float *x = j->x + o * j->n * j->inner;
-        float *y = j->y + o * j->inner;
-        for (int64_t i = 0; i < j->inner; i++) y[i] = 0;
-        for (int64_t k = 0; k < j->n; k++)
-            for (int64_t i = 0; i < j->inner; i++) y[i] += x[k * j->inner + i];
-        for (int64_t i = 0; i < j->inner; i++) y[i] *= j->scale;
+        const float *restrict x = j->x + o * n * inner;
+        float *restrict y = j->y + o * inner;
+        if (inner == 1) {
+            y[0] = row_sum(x, n) * j->scale;
+            continue;
+        }
+        for (int64_t i = 0; i < inner; i++) y[i] = 0;
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t i = 0; i < inner; i++) y[i] += x[k * inner + i];
+        for (int64_t i = 0; i < inner; i++) y[i] *= j->scale;
     }
 }
+
+typedef struct {
+    float *gx;
+    const float *g, *idx; /* idx: max's argmax, NULL for sum / mean */
+    int64_t nn, inner;
+    float scale;
+} redb_job;
+
+/* gx[o, k, i] += g[o, i] * scale (sum, mean), or gx[o, argmax, i] += g[o, i]
+   (max), for the rows o of the task */
+static void redb_task(void *ctx, int64_t o0, int64_t o1, int ith) {
+    (void)ith;
+    const redb_job *j = ctx;
+    const int64_t nn = j->nn, inner = j->inner;
+    for (int64_t o = o0; o < o1; o++) {
+        float *restrict gx = j->gx + o * nn * inner;
+        const float *restrict g = j->g + o * inner;
+        if (j->idx) {
+            for (int64_t i = 0; i < inner; i++) gx[(int64_t)j->idx[o * inner + i] * inner + i] += g[i];
+        } else if (inner == 1) {
+            const float v = g[0] * j->scale;
+            for (int64_t k = 0; k < nn; k++) gx[k] += v;
+        } else {
+            for (int64_t k = 0; k < nn; k++)
+                for (int64_t i = 0; i < inner; i++) gx[k * inner + i] += g[i] * j->scale;
+        }
+    }
+}
+
+/* rows of about 16K elements per chunk */
+static int64_t red_grain(int64_t per_row) { return per_row >= 16384 ? 1 : 16384 / (per_row + 1) + 1; }
 
 static nr_status red_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) {
     if (!gin[0]) return NR_OK;
@@ -513,10 +572,8 @@ static nr_status red_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) 
     }
     int64_t outer, nn, inner;
     split3(gin[0], dim, &outer, &nn, &inner);
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t k = 0; k < nn; k++)
-            for (int64_t i = 0; i < inner; i++)
-                gx[(o * nn + k) * inner + i] += gd[o * inner + i] * scale;
+    redb_job j = {gx, gd, NULL, nn, inner, scale};
+    nr_parallel_for(outer, red_grain(nn * inner), redb_task, &j);
     return NR_OK;
 }
 
@@ -559,7 +616,7 @@ static nr_status reduce(nr_tensor **out, const nr_tensor *a, int dim, int keepdi
         if (!y) goto oom;
         scale = mean ? (n ? 1.0f / (float)n : NAN) : 1.0f;
         red_job j = {nr_data(x), nr_data(y), NULL, n, inner, scale};
-        nr_parallel_for(outer, inner >= 4096 ? 1 : 4096 / (inner * n + 1) + 1, sumdim_task, &j);
+        nr_parallel_for(outer, red_grain(n * inner), sumdim_task, &j);
     }
     nr_node *nd_ = nr_record(y, fn, red_bwd, 1, &x);
     if (nd_) {
@@ -579,17 +636,40 @@ nr_status nr_mean(nr_tensor **o, const nr_tensor *a, int dim, int keepdim) { ret
 
 static nr_status max_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) {
     if (!gin[0]) return NR_OK;
-    const float *idx = nr_data(n->saved[0]);
     int64_t outer, nn, inner;
     split3(gin[0], (int)n->p.i[0], &outer, &nn, &inner);
-    float *gx = nr_data(gin[0]);
-    const float *gd = nr_data(g);
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t i = 0; i < inner; i++) {
-            int64_t k = (int64_t)idx[o * inner + i];
-            gx[(o * nn + k) * inner + i] += gd[o * inner + i];
-        }
+    redb_job j = {nr_data(gin[0]), nr_data(g), nr_data(n->saved[0]), nn, inner, 1.0f};
+    nr_parallel_for(outer, red_grain(nn * inner), redb_task, &j);
     return NR_OK;
+}
+
+typedef struct {
+    const float *x;
+    float *y, *idx;
+    int64_t n, inner;
+} maxd_job;
+
+/* the max over k of x[o, k, i] and its first index (a NaN wins over
+   numbers, the first NaN stays) */
+static void maxd_task(void *ctx, int64_t o0, int64_t o1, int ith) {
+    (void)ith;
+    const maxd_job *j = ctx;
+    const int64_t n = j->n, inner = j->inner;
+    for (int64_t o = o0; o < o1; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            const float *restrict x = j->x + o * n * inner + i;
+            float best = x[0];
+            int64_t bk = 0;
+            for (int64_t k = 1; k < n; k++) {
+                float v = x[k * inner];
+                if (v > best || (isnan(v) && !isnan(best))) {
+                    best = v;
+                    bk = k;
+                }
+            }
+            j->y[o * inner + i] = best;
+            j->idx[o * inner + i] = (float)bk;
+        }
 }
 
 nr_status nr_max_dim(nr_tensor **out, nr_tensor **idxout, const nr_tensor *a, int dim, int keepdim) {
@@ -618,22 +698,8 @@ nr_status nr_max_dim(nr_tensor **out, nr_tensor **idxout, const nr_tensor *a, in
         nr_tensor_release(x);
         return NR_ENOMEM;
     }
-    const float *xd = nr_data(x);
-    float *yd = nr_data(y), *id = nr_data(ix);
-    for (int64_t o = 0; o < outer; o++)
-        for (int64_t i = 0; i < inner; i++) {
-            float best = xd[o * n * inner + i];
-            int64_t bk = 0;
-            for (int64_t k = 1; k < n; k++) {
-                float v = xd[(o * n + k) * inner + i];
-                if (v > best || (isnan(v) && !isnan(best))) {
-                    best = v;
-                    bk = k;
-                }
-            }
-            yd[o * inner + i] = best;
-            id[o * inner + i] = (float)bk;
-        }
+    maxd_job mj = {nr_data(x), nr_data(y), nr_data(ix), n, inner};
+    nr_parallel_for(outer, red_grain(n * inner), maxd_task, &mj);
     nr_node *nd_ = nr_record(y, "max", max_bwd, 1, &x);
     if (nd_) {
         nd_->p.i[0] = dim;

@@ -77,6 +77,20 @@ typedef struct {
     unsigned fresh;  /* gx[k] uninitialised: write, not add */
 } wsb_job;
 
+/* x.g over n floats: 32 float lanes (two independent chains that the
+   compiler keeps in two vector registers), the tail and the total in
+   double.  A function of n and the data only. */
+static double dot32(const float *restrict x, const float *restrict g, int64_t n) {
+    float l[32] = {0};
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int q = 0; q < 32; q++) l[q] += x[i + q] * g[i + q];
+    double s = 0;
+    for (; i < n; i++) s += (double)x[i] * g[i];
+    for (int q = 0; q < 32; q++) s += l[q];
+    return s;
+}
+
 /* Over blocks of WS_BLK elements: gx[k] (+)= w[k] * g, and each block's
    dots x[k].g in its own row of gw, summed in block order afterwards, so
    the weights' gradient does not depend on the number of threads. */
@@ -94,17 +108,7 @@ static void wsum_bwd_task(void *ctx, int64_t blk0, int64_t blk1, int ith) {
                 else
                     for (int64_t i = b0; i < b1; i++) gx[i] += wk * g[i];
             }
-            if (j->gw) {
-                const float *restrict x = j->x[k];
-                float l[16] = {0};
-                int64_t i = b0;
-                for (; i + 16 <= b1; i += 16)
-                    for (int q = 0; q < 16; q++) l[q] += x[i + q] * g[i + q];
-                double s = 0;
-                for (; i < b1; i++) s += (double)x[i] * g[i];
-                for (int q = 0; q < 16; q++) s += l[q];
-                j->gw[blk * j->n + k] = s;
-            }
+            if (j->gw) j->gw[blk * j->n + k] = dot32(j->x[k] + b0, g + b0, b1 - b0);
         }
     }
 }
@@ -199,6 +203,7 @@ typedef struct {
     const float *a, *g;
     float *const *gx;
     float *ga;
+    unsigned fresh; /* bit k: gx[k] is new, write it */
 } attnb_job;
 
 static void attn_bwd_task(void *ctx, int64_t r0, int64_t r1, int ith) {
@@ -212,14 +217,13 @@ static void attn_bwd_task(void *ctx, int64_t r0, int64_t r1, int ith) {
             if (j->gx[k]) {
                 float a = j->a[ai];
                 float *restrict gx = j->gx[k] + r * P;
-                for (int64_t i = 0; i < P; i++) gx[i] += a * g[i];
+                if ((j->fresh >> k) & 1)
+                    for (int64_t i = 0; i < P; i++) gx[i] = a * g[i];
+                else
+                    for (int64_t i = 0; i < P; i++) gx[i] += a * g[i];
             }
-            if (j->ga) {
-                const float *restrict x = j->x[k] + r * P;
-                float s = 0;
-                for (int64_t i = 0; i < P; i++) s += x[i] * g[i];
-                j->ga[ai] += s; /* each (b, k, c) is owned by one row */
-            }
+            if (j->ga) /* each (b, k, c) is owned by one row */
+                j->ga[ai] += (float)dot32(j->x[k] + r * P, g, P);
         }
     }
 }
@@ -235,7 +239,8 @@ static nr_status attn_bwd(nr_node *nd, const nr_tensor *g, nr_tensor *const *gin
     nr_tensor *at = nr_contig(nd->in[n]);
     if (!at) return NR_ENOMEM;
     int64_t C = g->ne[1], P = nr_numel(g) / (g->ne[0] * C);
-    attnb_job j = {n, C, P, x, nr_data(at), nr_data(g), gx, gin[n] ? nr_data(gin[n]) : NULL};
+    attnb_job j = {n, C, P, x, nr_data(at), nr_data(g), gx, gin[n] ? nr_data(gin[n]) : NULL,
+                   nd->fresh};
     nr_parallel_for(g->ne[0] * C, 4, attn_bwd_task, &j);
     nr_tensor_release(at);
     return NR_OK;
@@ -268,7 +273,8 @@ nr_status nr_attn_sum(nr_tensor **out, int n, nr_tensor *const *xs, const nr_ten
         nr_tensor *ins[NR_MAXIN];
         for (int k = 0; k < n; k++) ins[k] = cx[k];
         ins[n] = (nr_tensor *)a;
-        nr_record(o, "attn_sum", attn_bwd, n + 1, ins);
+        nr_node *nd = nr_record(o, "attn_sum", attn_bwd, n + 1, ins);
+        if (nd) nd->writes = (1u << n) - 1; /* the inputs' gradients, not the attention's */
     }
     for (int k = 0; k < n; k++) nr_tensor_release(cx[k]);
     nr_tensor_release(at);

@@ -466,14 +466,18 @@ static inline void store_row(float *restrict y, int64_t n, vf16 v, int acc) {
     }
 }
 
-/* Stride 1, a KH x KW kernel known at compile time: the taps' weights sit
-   in registers, and each vector of an input row is loaded once for the up
-   to four output rows it feeds (output rows oh + u*dh, u < 4, read input
-   rows oh + m*dh, m < KH + 3): (KH + 3) * KW loads per four output
-   vectors instead of 4 * KH * KW loads and KH * KW broadcasts.  A band of
-   4*dh rows is dh such groups (one pass over q*OWr + column); the rows
+/* Stride 1, a KH x KW kernel known at compile time, bands of R output
+   rows (oh + u*dh, u < R, reading input rows oh + m*dh, m < KH + R - 1):
+   each input vector is loaded once for the up to R output rows it feeds.
+   3x3: the weights sit in registers, (KH + R - 1) * KW loads per R output
+   vectors (18 for R = 4, instead of 4 * KH * KW loads and KH * KW
+   broadcasts).  5x5: 25 weights do not fit beside the accumulators (GCC
+   kept them on the stack, one load per FMA), so a column of KH + R - 1
+   input vectors sits in registers and each weight is broadcast once per
+   band: 40 + 25 loads per 4 output vectors instead of 100 + 25.  A band of
+   R*dh rows is dh such groups (one pass over q*OWr + column); the rows
    left over at the bottom go one at a time. */
-#define DW_CORR_S1(KH, KW)                                                               \
+#define DW_CORR_S1(KH, KW, R)                                                            \
     static void dw_corr_##KH##x##KW(const dwp *g, const float *restrict P,               \
                                     const float *restrict w, float bias,                 \
                                     float *restrict y, int64_t ldy, int acc) {           \
@@ -482,27 +486,41 @@ static inline void store_row(float *restrict y, int64_t n, vf16 v, int acc) {
         for (int t = 0; t < KH * KW; t++) wv[t] = (vf16){0} + w[t];                      \
         const vf16 b = (vf16){0} + bias;                                                 \
         int64_t oh = 0;                                                                  \
-        for (; oh + 4 * dh <= g->OH; oh += 4 * dh) {                                     \
+        for (; oh + R * dh <= g->OH; oh += R * dh) {                                     \
             for (int64_t ob = 0; ob < dh * g->OWr; ob += VL) {                           \
                 const int64_t q = ob / g->OWr; /* rows oh + q + u*dh */                  \
-                const float *b0 = P + (oh + q) * rs + ob - q * g->OWr;                   \
-                vf16 a0 = b, a1 = b, a2 = b, a3 = b;                                     \
-                _Pragma("GCC unroll 8") for (int m = 0; m < KH + 3; m++) {               \
-                    const float *pr = b0 + m * dr;                                       \
+                const int64_t oc = ob - q * g->OWr;                                      \
+                const float *b0 = P + (oh + q) * rs + oc;                                \
+                vf16 a[R];                                                               \
+                _Pragma("GCC unroll 8") for (int u = 0; u < R; u++) a[u] = b;            \
+                if (KH * KW <= 9) {                                                      \
+                    /* the weights stay in registers: rows outer */                      \
+                    _Pragma("GCC unroll 12") for (int m = 0; m < KH + R - 1; m++) {      \
+                        const float *pr = b0 + m * dr;                                   \
+                        _Pragma("GCC unroll 5") for (int j = 0; j < KW; j++) {           \
+                            vf16 v = VLD(pr + j * dw);                                   \
+                            _Pragma("GCC unroll 8") for (int u = 0; u < R; u++)          \
+                                if (m - u >= 0 && m - u < KH)                            \
+                                    a[u] += wv[(m - u) * KW + j] * v;                    \
+                        }                                                                \
+                    }                                                                    \
+                } else {                                                                 \
+                    /* too many weights for the registers: a column of input           \
+                       vectors in registers, each weight loaded once per band */         \
                     _Pragma("GCC unroll 5") for (int j = 0; j < KW; j++) {               \
-                        vf16 v = VLD(pr + j * dw);                                       \
-                        if (m < KH) a0 += wv[m * KW + j] * v;                            \
-                        if (m >= 1 && m - 1 < KH) a1 += wv[(m - 1) * KW + j] * v;        \
-                        if (m >= 2 && m - 2 < KH) a2 += wv[(m - 2) * KW + j] * v;        \
-                        if (m >= 3 && m - 3 < KH) a3 += wv[(m - 3) * KW + j] * v;        \
+                        vf16 v[KH + R - 1];                                              \
+                        _Pragma("GCC unroll 12") for (int m = 0; m < KH + R - 1; m++)    \
+                            v[m] = VLD(b0 + m * dr + j * dw);                            \
+                        _Pragma("GCC unroll 5") for (int i = 0; i < KH; i++) {           \
+                            const vf16 wij = (vf16){0} + w[i * KW + j];                  \
+                            _Pragma("GCC unroll 8") for (int u = 0; u < R; u++)          \
+                                a[u] += wij * v[u + i];                                  \
+                        }                                                                \
                     }                                                                    \
                 }                                                                        \
-                const int64_t oc = ob - q * g->OWr;                                      \
                 float *yr = y + (oh + q) * ldy + oc;                                     \
-                store_row(yr, OW - oc, a0, acc);                                         \
-                store_row(yr + dh * ldy, OW - oc, a1, acc);                              \
-                store_row(yr + 2 * dh * ldy, OW - oc, a2, acc);                          \
-                store_row(yr + 3 * dh * ldy, OW - oc, a3, acc);                          \
+                _Pragma("GCC unroll 8") for (int u = 0; u < R; u++)                      \
+                    store_row(yr + u * dh * ldy, OW - oc, a[u], acc);                    \
             }                                                                            \
         }                                                                                \
         for (; oh < g->OH; oh++) {                                                       \
@@ -516,8 +534,8 @@ static inline void store_row(float *restrict y, int64_t n, vf16 v, int acc) {
             }                                                                            \
         }                                                                                \
     }
-DW_CORR_S1(3, 3)
-DW_CORR_S1(5, 5)
+DW_CORR_S1(3, 3, 4)
+DW_CORR_S1(5, 5, 4)
 
 /* y (OH x OW, row stride ldy) = bias + correlation of P with the kk taps w
    (acc: y += instead).  Four output rows at a time: four independent FMA

@@ -99,6 +99,129 @@ static inline void bsum_gx(const float *g, const float *x, int64_t n, float mean
     }
 }
 
+/* The same sums over one channel of [N,C,S]: the S values at p + n*ld for
+   every n.  Planes of 16 values or more but under BN_CHUNK are summed
+   across planes in two vector accumulators per sum (two add chains
+   instead of one), a plane's last S % 16 values through a masked vector,
+   and flushed into the double every BN_CHUNK / S planes; the per-plane
+   versions above flushed (and added their 16 lanes one by one) once per
+   plane, which dominated planes of 7x7 and 8x8.  Larger planes go plane
+   by plane.  A sum depends only on N, S and the data. */
+static inline vf16 vhead(const float *p, int64_t n) { /* p[0..n), n < 16, then zeros */
+#if defined(__AVX512F__)
+    return (vf16)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#else
+    vf16 v = {0};
+    for (int64_t i = 0; i < n; i++) v[i] = p[i];
+    return v;
+#endif
+}
+
+static inline vf16 vlanes_below(int64_t n) { /* 1 in lanes < n, 0 after */
+    vf16 m;
+    for (int i = 0; i < VL; i++) m[i] = i < n ? 1.0f : 0.0f;
+    return m;
+}
+
+static inline int64_t bn_flush(int64_t S) { return BN_CHUNK / S; }
+
+static inline double bsum_ch(const float *p, int64_t N, int64_t ld, int64_t S) {
+    if (S < VL || S >= BN_CHUNK) {
+        double s = 0;
+        for (int64_t n = 0; n < N; n++) s += bsum(p + n * ld, S);
+        return s;
+    }
+    const int64_t q = bn_flush(S), Sv = S - S % VL, r = S % VL;
+    double s = 0;
+    for (int64_t n0 = 0; n0 < N; n0 += q) {
+        const int64_t n1 = n0 + q < N ? n0 + q : N;
+        vf16 a = {0}, b = {0};
+        for (int64_t n = n0; n < n1; n++) {
+            const float *x = p + n * ld;
+            int64_t i = 0;
+            for (; i + 2 * VL <= Sv; i += 2 * VL) {
+                a += VLD(x + i);
+                b += VLD(x + i + VL);
+            }
+            if (i < Sv) a += VLD(x + i);
+            if (r) b += vhead(x + Sv, r);
+        }
+        s += lanes_sum(a + b);
+    }
+    return s;
+}
+
+static inline double bsumsq_ch(const float *p, int64_t N, int64_t ld, int64_t S, float mean) {
+    if (S < VL || S >= BN_CHUNK) {
+        double s = 0;
+        for (int64_t n = 0; n < N; n++) s += bsumsq(p + n * ld, S, mean);
+        return s;
+    }
+    const int64_t q = bn_flush(S), Sv = S - S % VL, r = S % VL;
+    const vf16 tm = vlanes_below(r);
+    double s = 0;
+    for (int64_t n0 = 0; n0 < N; n0 += q) {
+        const int64_t n1 = n0 + q < N ? n0 + q : N;
+        vf16 a = {0}, b = {0};
+        for (int64_t n = n0; n < n1; n++) {
+            const float *x = p + n * ld;
+            int64_t i = 0;
+            for (; i + 2 * VL <= Sv; i += 2 * VL) {
+                vf16 d0 = VLD(x + i) - mean, d1 = VLD(x + i + VL) - mean;
+                a += d0 * d0;
+                b += d1 * d1;
+            }
+            if (i < Sv) {
+                vf16 d = VLD(x + i) - mean;
+                a += d * d;
+            }
+            if (r) {
+                vf16 d = (vhead(x + Sv, r) - mean) * tm;
+                b += d * d;
+            }
+        }
+        s += lanes_sum(a + b);
+    }
+    return s;
+}
+
+/* sum(g) and sum(g * (x - mean)) over one channel (g and x share ld) */
+static inline void bsum_gx_ch(const float *g, const float *x, int64_t N, int64_t ld, int64_t S,
+                              float mean, double *sg, double *sgx) {
+    if (S < VL || S >= BN_CHUNK) {
+        for (int64_t n = 0; n < N; n++) bsum_gx(g + n * ld, x + n * ld, S, mean, sg, sgx);
+        return;
+    }
+    const int64_t q = bn_flush(S), Sv = S - S % VL, r = S % VL;
+    for (int64_t n0 = 0; n0 < N; n0 += q) {
+        const int64_t n1 = n0 + q < N ? n0 + q : N;
+        vf16 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};
+        for (int64_t n = n0; n < n1; n++) {
+            const float *gp = g + n * ld, *xp = x + n * ld;
+            int64_t i = 0;
+            for (; i + 2 * VL <= Sv; i += 2 * VL) {
+                vf16 g0 = VLD(gp + i), g1 = VLD(gp + i + VL);
+                a0 += g0;
+                a1 += g1;
+                b0 += g0 * (VLD(xp + i) - mean);
+                b1 += g1 * (VLD(xp + i + VL) - mean);
+            }
+            if (i < Sv) {
+                vf16 gv = VLD(gp + i);
+                a0 += gv;
+                b0 += gv * (VLD(xp + i) - mean);
+            }
+            if (r) { /* the zero lanes of g zero the product */
+                vf16 gv = vhead(gp + Sv, r);
+                a1 += gv;
+                b1 += gv * (vhead(xp + Sv, r) - mean);
+            }
+        }
+        *sg += lanes_sum(a0 + a1);
+        *sgx += lanes_sum(b0 + b1);
+    }
+}
+
 /* exp(x) in float, vectorisable (Cephes expf: 2^n * p(r), |r| <= ln2/2;
    max relative error about 2e-7).  Overflow gives inf, underflow 0, NaN stays. */
 static inline float fexp(float x) {
@@ -223,10 +346,10 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             double sq = 0;
             if (j->training) {
                 double s = 0;
-                for (int64_t n = 0; n < N; n++) s += bsum(x + n * CS + c * S, S);
+                s = bsum_ch(x + c * S, N, CS, S);
                 j->mean[c] = s / M;
                 const float mf = (float)j->mean[c];
-                for (int64_t n = 0; n < N; n++) sq += bsumsq(x + n * CS + c * S, S, mf);
+                sq = bsumsq_ch(x + c * S, N, CS, S, mf);
             }
             bn_fwd_coef(j, c, sq);
             const float m = j->mf[c], sc = j->sc[c], sh = j->sh[c];
@@ -343,9 +466,7 @@ static void bn_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         for (int64_t c = c0; c < c1; c++) {
             double sg = 0, sgx = 0;
             if (need_sums)
-                for (int64_t n = 0; n < N; n++)
-                    bsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, (float)j->mean[c],
-                            &sg, &sgx);
+                bsum_gx_ch(j->g + c * S, j->x + c * S, N, CS, S, (float)j->mean[c], &sg, &sgx);
             bn_bwd_coef(j, c, sg, sgx);
             if (!j->gx) continue;
             for (int64_t n = 0; n < N; n++) {
@@ -453,8 +574,7 @@ static void bn_bwd_sums_task(void *ctx, int64_t c0, int64_t c1, int ith) {
     const int64_t N = j->N, CS = j->C * j->S, S = j->S;
     for (int64_t c = c0; c < c1; c++) {
         double sg = 0, sgx = 0;
-        for (int64_t n = 0; n < N; n++)
-            bsum_gx(j->g + n * CS + c * S, j->x + n * CS + c * S, S, (float)j->mean[c], &sg, &sgx);
+        bsum_gx_ch(j->g + c * S, j->x + c * S, N, CS, S, (float)j->mean[c], &sg, &sgx);
         j->sg[c] = sg;
         j->sgx[c] = sgx;
         if (j->gw) j->gw[c] += (float)(sgx * j->invstd[c]);
@@ -722,9 +842,9 @@ static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         const float *x = j->x[k];
         for (int64_t c = c0; c < c1; c++) {
             double s = 0, sq = 0;
-            for (int64_t n = 0; n < N; n++) s += bsum(x + n * CS + c * S, S);
+            s = bsum_ch(x + c * S, N, CS, S);
             double mean = s / j->M;
-            for (int64_t n = 0; n < N; n++) sq += bsumsq(x + n * CS + c * S, S, (float)mean);
+            sq = bsumsq_ch(x + c * S, N, CS, S, (float)mean);
             bws_finish(j, k, c, mean, sq);
         }
     }
@@ -817,7 +937,7 @@ static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         if (j->phase == 2) {
             sg = red[c];
         } else {
-            for (int64_t n = 0; n < N; n++) sg += bsum(j->g + n * CS + c * S, S);
+            sg = bsum_ch(j->g + c * S, N, CS, S);
             if (j->phase == 1) red[c] = sg;
         }
         for (int k = 0; k < j->n; k++) {
@@ -832,8 +952,7 @@ static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                 if (j->phase == 2) {
                     sgx = red[C + k * C + c];
                 } else {
-                    for (int64_t n = 0; n < N; n++)
-                        bsum_gx(j->g + n * CS + c * S, x + n * CS + c * S, S, mf, &dummy, &sgx);
+                    bsum_gx_ch(j->g + c * S, x + c * S, N, CS, S, mf, &dummy, &sgx);
                     if (j->part) j->part[c * j->n + k] = sgx * is;
                     if (j->phase == 1) {
                         red[C + k * C + c] = sgx;

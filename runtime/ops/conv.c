@@ -283,21 +283,6 @@ static inline float hsum_fast(vf16 v) {
 #endif
 }
 
-/* d[0..n) = s[0..n) for short runs (a libc call per image row costs more
-   than the copy). */
-static inline void copy_short(float *restrict d, const float *restrict s, int64_t n) {
-    int64_t k = 0;
-    for (; k + VL <= n; k += VL) VST(d + k, VLD(s + k));
-#if defined(__AVX512F__)
-    if (k < n) {
-        __mmask16 mk = (__mmask16)((1u << (n - k)) - 1);
-        _mm512_mask_storeu_ps(d + k, mk, _mm512_maskz_loadu_ps(mk, s + k));
-    }
-#else
-    for (; k < n; k++) d[k] = s[k];
-#endif
-}
-
 /* A correlation of one plane: the source (H x W) is copied into a buffer
    zero-padded by (ph, pw), whose columns are split by stride phase:
    P[r][q][t] holds padded column q + sw*t of padded row r (Hn rows, Tw

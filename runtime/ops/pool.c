@@ -34,14 +34,26 @@ static inline void vstore_n(float *p, vf16 v, int64_t n) {
 typedef uint8_t vu8x16 __attribute__((vector_size(16)));
 static inline void vstore_nb(uint8_t *p, vi16 v, int64_t n) {
     vu8x16 b = __builtin_convertvector(v, vu8x16);
-    memcpy(p, &b, (size_t)(n < VL ? n : VL));
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+    /* a memcpy of a variable length was a libc call per 16 outputs */
+    _mm_mask_storeu_epi8(p, (__mmask16)(n >= VL ? 0xffff : (1u << n) - 1), (__m128i)b);
+#else
+    if (n >= VL)
+        memcpy(p, &b, VL);
+    else
+        for (int64_t i = 0; i < n; i++) p[i] = b[i];
+#endif
 }
 
 static inline void vstore_ni(int32_t *p, vi16 v, int64_t n) {
     if (n >= VL) {
         *(vi16 *)p = v;
     } else {
+#if defined(__AVX512F__)
+        _mm512_mask_storeu_epi32(p, (__mmask16)((1u << n) - 1), (__m512i)v);
+#else
         for (int64_t l = 0; l < n; l++) p[l] = v[l];
+#endif
     }
 }
 
@@ -201,6 +213,11 @@ static void ppad_fill(const pshape *s, const ppad *g, const float *restrict x, f
         if (r >= g->Hn) break;
         const float *restrict xr = x + ih * s->W;
         float *restrict pr = P + r * g->rs;
+        if (sw == 1) {
+            int64_t n = s->W < Tw - s->pw ? s->W : Tw - s->pw;
+            copy_short(pr + s->pw, xr, n);
+            continue;
+        }
         for (int64_t q = 0; q < sw; q++) {
             int64_t t = q >= s->pw ? 0 : (s->pw - q + sw - 1) / sw;
             int64_t iw = q + sw * t - s->pw;

@@ -323,7 +323,7 @@ static void dwp_init(dwp *g, int64_t H, int64_t W, int64_t ph, int64_t pw, int64
    for positions < n.  Even iw land in phase pw % 2 from pw / 2 on, odd iw
    in the other phase from (pw + 1) / 2 on. */
 static void split2_row(const float *restrict x, int64_t W, int64_t pw, float *restrict dst,
-                       int64_t ps, int64_t n) {
+                       int64_t ps, int64_t n, int relu) {
     float *de = dst + (pw & 1) * ps + (pw >> 1), *dq = dst + ((pw + 1) & 1) * ps + ((pw + 1) >> 1);
     int64_t ne = (W + 1) / 2, no = W / 2;
     if (ne > n - (pw >> 1)) ne = n - (pw >> 1);
@@ -337,6 +337,10 @@ static void split2_row(const float *restrict x, int64_t W, int64_t pw, float *re
         __mmask16 k1 = (__mmask16)(left >= VL ? 0xffff : (1u << left) - 1);
         __mmask16 k2 = (__mmask16)(left >= 2 * VL ? 0xffff : left > VL ? (1u << (left - VL)) - 1 : 0);
         __m512 a = _mm512_maskz_loadu_ps(k1, x + 2 * m0), b = _mm512_maskz_loadu_ps(k2, x + 2 * m0 + VL);
+        if (relu) {
+            a = _mm512_max_ps(a, _mm512_setzero_ps());
+            b = _mm512_max_ps(b, _mm512_setzero_ps());
+        }
         int64_t ce = ne - m0, co = no - m0;
         if (ce > 0)
             _mm512_mask_storeu_ps(de + m0, (__mmask16)(ce >= VL ? 0xffff : (1u << ce) - 1),
@@ -346,8 +350,8 @@ static void split2_row(const float *restrict x, int64_t W, int64_t pw, float *re
                                   _mm512_permutex2var_ps(a, io, b));
     }
 #else
-    for (int64_t m = 0; m < ne; m++) de[m] = x[2 * m];
-    for (int64_t m = 0; m < no; m++) dq[m] = x[2 * m + 1];
+    for (int64_t m = 0; m < ne; m++) de[m] = relu && !(x[2 * m] > 0.0f) ? 0.0f : x[2 * m];
+    for (int64_t m = 0; m < no; m++) dq[m] = relu && !(x[2 * m + 1] > 0.0f) ? 0.0f : x[2 * m + 1];
 #endif
 }
 
@@ -385,10 +389,12 @@ static void merge2_add_row(float *restrict x, int64_t W, int64_t pw, const float
 #endif
 }
 
-/* The interior of P <- src (rows of length W, stride lds).  Everything
-   else in P is padding: the caller zeroes P once (memset psz) and the
-   padding stays zero from plane to plane. */
-static void dwp_fill(const dwp *g, const float *restrict src, int64_t lds, float *restrict P) {
+/* The interior of P <- src (rows of length W, stride lds), or relu(src)
+   (sep_conv2d's ReLU, applied on the way in).  Everything else in P is
+   padding: the caller zeroes P once (memset psz) and the padding stays
+   zero from plane to plane. */
+static void dwp_fill(const dwp *g, const float *restrict src, int64_t lds, float *restrict P,
+                     int relu) {
     const int64_t sw = g->sw, Tw = g->Tw, rs = g->rs;
     int64_t n = g->W;
     if (g->pw + n > Tw) n = Tw - g->pw;
@@ -398,16 +404,20 @@ static void dwp_fill(const dwp *g, const float *restrict src, int64_t lds, float
         float *restrict pr = P + r * rs;
         const float *restrict xr = src + ih * lds;
         if (sw == 1) {
-            copy_short(pr + g->pw, xr, n);
+            if (relu)
+                copy_short_relu(pr + g->pw, xr, n);
+            else
+                copy_short(pr + g->pw, xr, n);
         } else if (sw == 2) {
-            split2_row(xr, g->W, g->pw, pr, Tw, Tw);
+            split2_row(xr, g->W, g->pw, pr, Tw, Tw, relu);
         } else {
             for (int64_t q = 0; q < sw; q++) {
                 /* padded column c = q + sw*t holds x[c - pw] */
                 int64_t t = q >= g->pw ? 0 : (g->pw - q + sw - 1) / sw;
                 int64_t iw = q + sw * t - g->pw;
                 float *restrict pq = pr + q * Tw;
-                for (; t < Tw && iw < g->W; t++, iw += sw) pq[t] = xr[iw];
+                for (; t < Tw && iw < g->W; t++, iw += sw)
+                    pq[t] = relu && !(xr[iw] > 0.0f) ? 0.0f : xr[iw];
             }
         }
     }
@@ -788,19 +798,13 @@ typedef struct {
     int gx_fresh;        /* backward: gx is uninitialised, write it */
 } dw_job;
 
-/* relu of a padded buffer in place (its zero padding stays zero) */
-static void relu_buf(float *P, size_t n) {
-    for (size_t k = 0; k < n; k++) P[k] = P[k] > 0.0f ? P[k] : 0.0f;
-}
-
 /* Plane c of image n through the row engine: P (zero padding kept) gets
    the plane, y (image n's output, [Co][OH*OW]) its m output planes. */
 static void dw_fwd_plane(const dw_job *J, float *P, int64_t n, int64_t c, float *y) {
     const cshape *s = J->s;
     const dwp *g = &J->pl->f;
     const int64_t m = J->pl->m, OHW = s->OH * s->OW;
-    dwp_fill(g, J->x + (n * s->C + c) * s->H * s->W, s->W, P);
-    if (J->relu) relu_buf(P, g->psz);
+    dwp_fill(g, J->x + (n * s->C + c) * s->H * s->W, s->W, P, J->relu);
     for (int64_t mi = 0; mi < m; mi++) {
         int64_t co = c * m + mi;
         dw_corr(g, P, J->w + co * g->kk, J->b ? J->b[co] : 0.0f, y + co * OHW, s->OW, 0);
@@ -879,14 +883,13 @@ static void dw_bwd_image(const dw_job *J, const dwbufs *B, int64_t n, const floa
         if (t)
             dw_fwd_plane(J, P, n, c, t);
         else if (part) {
-            dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P);
-            if (J->relu) relu_buf(P, g->psz);
+            dwp_fill(g, J->x + (n * s->C + c) * HW, s->W, P, J->relu);
         }
         for (int64_t mi = 0; mi < m; mi++) {
             int64_t co = c * m + mi;
             const float *gy = gyn + co * OHW;
             if (pl->gather) {
-                dwp_fill(gt, gy, OW, Gp);
+                dwp_fill(gt, gy, OW, Gp, 0);
             } else {
                 for (int64_t oh = 0; oh < s->OH; oh++)
                     copy_short(Gp + (pg->Ei + oh) * pg->ldz + pg->Ej, gy + oh * OW, OW);
@@ -1363,7 +1366,7 @@ static void dgeo_fill(const dgeo *g, const float *restrict src, int64_t ldc, int
             if (s == 1) {
                 copy_short(pr + g->pw, xr, n);
             } else if (s == 2) {
-                split2_row(xr, g->W, g->pw, pr, g->pp, Wq);
+                split2_row(xr, g->W, g->pw, pr, g->pp, Wq, 0);
             } else {
                 for (int64_t b = 0; b < s; b++) {
                     int64_t v = b >= g->pw ? 0 : (g->pw - b + s - 1) / s;

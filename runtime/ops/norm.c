@@ -969,8 +969,10 @@ static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
                 }
             } else {
                 if (j->part && j->phase != 2) {
-                    double d = 0;
-                    for (int64_t n = 0; n < N; n++) d += ddot(j->g + n * CS + c * S, x + n * CS + c * S, S);
+                    /* the float-lane channel dot (the double one, converting
+                       every product, was a tenth of this task) */
+                    double d = 0, dummy = 0;
+                    bsum_gx_ch(j->g + c * S, x + c * S, N, CS, S, 0.0f, &dummy, &d);
                     j->part[c * j->n + k] = d;
                 }
                 if (!gx || j->phase == 1) continue;

@@ -65,10 +65,11 @@ local cases = {
   {"weighted_sum shared input", function(a, w) return F.weighted_sum({a, a}, w) end, {{2, 3}, {2}}},
   {"attn_sum (AGNAS edge)", function(a, b, att) return F.attn_sum({a, b}, att) end,
     {{2, 3, 2, 2}, {2, 3, 2, 2}, {2, 6}}},
-  -- planes of 36 (the dot's 32-lane part), an input twice (the first slot
-  -- writes its gradient, the second adds) and an input also used elsewhere
-  {"attn_sum 6x6 planes", function(a, b, att) return F.attn_sum({a, b}, att) end,
-    {{2, 3, 6, 6}, {2, 3, 6, 6}, {2, 6}}},
+  -- planes of 49 (the dot's 32- and 16-lane steps and a scalar tail), an
+  -- input twice (the first slot writes its gradient, the second adds) and
+  -- an input also used elsewhere
+  {"attn_sum 7x7 planes", function(a, b, att) return F.attn_sum({a, b}, att) end,
+    {{2, 3, 7, 7}, {2, 3, 7, 7}, {2, 6}}},
   {"attn_sum shared input", function(a, att) return F.attn_sum({a, a}, att) end,
     {{2, 3, 2, 2}, {2, 6}}},
   {"attn_sum input used twice", function(a, b, att) return F.add(F.attn_sum({a, b}, att), F.scale(a, 0.5)) end,

@@ -6,6 +6,7 @@
 ** weights their dot products.
 */
 #include "nasrt.h"
+#include "vec.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -77,17 +78,25 @@ typedef struct {
     unsigned fresh;  /* gx[k] uninitialised: write, not add */
 } wsb_job;
 
-/* x.g over n floats: 32 float lanes (two independent chains that the
-   compiler keeps in two vector registers), the tail and the total in
-   double.  A function of n and the data only. */
+/* x.g over n floats: two vector accumulators (two independent chains), a
+   16-wide step for a remaining half, the last n % 16 products and the 16
+   lanes (in lane order) added in double.  A function of n and the data
+   only. */
 static double dot32(const float *restrict x, const float *restrict g, int64_t n) {
-    float l[32] = {0};
+    vf16 a = {0}, b = {0};
     int64_t i = 0;
-    for (; i + 32 <= n; i += 32)
-        for (int q = 0; q < 32; q++) l[q] += x[i + q] * g[i + q];
+    for (; i + 2 * VL <= n; i += 2 * VL) {
+        a += VLD(x + i) * VLD(g + i);
+        b += VLD(x + i + VL) * VLD(g + i + VL);
+    }
+    if (i + VL <= n) {
+        a += VLD(x + i) * VLD(g + i);
+        i += VL;
+    }
+    a += b;
     double s = 0;
     for (; i < n; i++) s += (double)x[i] * g[i];
-    for (int q = 0; q < 32; q++) s += l[q];
+    for (int q = 0; q < VL; q++) s += a[q];
     return s;
 }
 

@@ -125,36 +125,12 @@ static inline vf16 vlanes_below(int64_t n) { /* 1 in lanes < n, 0 after */
 
 static inline int64_t bn_flush(int64_t S) { return BN_CHUNK / S; }
 
-static inline double bsum_ch(const float *p, int64_t N, int64_t ld, int64_t S) {
+/* sum(x) over the channel, or (sq) sum((x - mean)^2) */
+static inline double bsum_ch(const float *p, int64_t N, int64_t ld, int64_t S, int sq,
+                             float mean) {
     if (S < VL || S >= BN_CHUNK) {
         double s = 0;
-        for (int64_t n = 0; n < N; n++) s += bsum(p + n * ld, S);
-        return s;
-    }
-    const int64_t q = bn_flush(S), Sv = S - S % VL, r = S % VL;
-    double s = 0;
-    for (int64_t n0 = 0; n0 < N; n0 += q) {
-        const int64_t n1 = n0 + q < N ? n0 + q : N;
-        vf16 a = {0}, b = {0};
-        for (int64_t n = n0; n < n1; n++) {
-            const float *x = p + n * ld;
-            int64_t i = 0;
-            for (; i + 2 * VL <= Sv; i += 2 * VL) {
-                a += VLD(x + i);
-                b += VLD(x + i + VL);
-            }
-            if (i < Sv) a += VLD(x + i);
-            if (r) b += vhead(x + Sv, r);
-        }
-        s += lanes_sum(a + b);
-    }
-    return s;
-}
-
-static inline double bsumsq_ch(const float *p, int64_t N, int64_t ld, int64_t S, float mean) {
-    if (S < VL || S >= BN_CHUNK) {
-        double s = 0;
-        for (int64_t n = 0; n < N; n++) s += bsumsq(p + n * ld, S, mean);
+        for (int64_t n = 0; n < N; n++) s += sq ? bsumsq(p + n * ld, S, mean) : bsum(p + n * ld, S);
         return s;
     }
     const int64_t q = bn_flush(S), Sv = S - S % VL, r = S % VL;
@@ -167,17 +143,20 @@ static inline double bsumsq_ch(const float *p, int64_t N, int64_t ld, int64_t S,
             const float *x = p + n * ld;
             int64_t i = 0;
             for (; i + 2 * VL <= Sv; i += 2 * VL) {
-                vf16 d0 = VLD(x + i) - mean, d1 = VLD(x + i + VL) - mean;
-                a += d0 * d0;
-                b += d1 * d1;
+                vf16 v0 = VLD(x + i), v1 = VLD(x + i + VL);
+                if (sq) v0 = (v0 - mean) * (v0 - mean), v1 = (v1 - mean) * (v1 - mean);
+                a += v0;
+                b += v1;
             }
             if (i < Sv) {
-                vf16 d = VLD(x + i) - mean;
-                a += d * d;
+                vf16 v = VLD(x + i);
+                if (sq) v = (v - mean) * (v - mean);
+                a += v;
             }
-            if (r) {
-                vf16 d = (vhead(x + Sv, r) - mean) * tm;
-                b += d * d;
+            if (r) { /* lanes past r: zeros, masked again after the shift by mean */
+                vf16 v = vhead(x + Sv, r);
+                if (sq) v = (v - mean) * tm, v = v * v;
+                b += v;
             }
         }
         s += lanes_sum(a + b);
@@ -346,10 +325,10 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
             double sq = 0;
             if (j->training) {
                 double s = 0;
-                s = bsum_ch(x + c * S, N, CS, S);
+                s = bsum_ch(x + c * S, N, CS, S, 0, 0.0f);
                 j->mean[c] = s / M;
                 const float mf = (float)j->mean[c];
-                sq = bsumsq_ch(x + c * S, N, CS, S, mf);
+                sq = bsum_ch(x + c * S, N, CS, S, 1, mf);
             }
             bn_fwd_coef(j, c, sq);
             const float m = j->mf[c], sc = j->sc[c], sh = j->sh[c];
@@ -842,9 +821,9 @@ static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         const float *x = j->x[k];
         for (int64_t c = c0; c < c1; c++) {
             double s = 0, sq = 0;
-            s = bsum_ch(x + c * S, N, CS, S);
+            s = bsum_ch(x + c * S, N, CS, S, 0, 0.0f);
             double mean = s / j->M;
-            sq = bsumsq_ch(x + c * S, N, CS, S, (float)mean);
+            sq = bsum_ch(x + c * S, N, CS, S, 1, (float)mean);
             bws_finish(j, k, c, mean, sq);
         }
     }
@@ -937,7 +916,7 @@ static void bws_bwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         if (j->phase == 2) {
             sg = red[c];
         } else {
-            sg = bsum_ch(j->g + c * S, N, CS, S);
+            sg = bsum_ch(j->g + c * S, N, CS, S, 0, 0.0f);
             if (j->phase == 1) red[c] = sg;
         }
         for (int k = 0; k < j->n; k++) {

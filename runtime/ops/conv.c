@@ -2415,8 +2415,7 @@ static void sep_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
             if (need_gt) {
                 nr_gemm(1, 0, s->C, OHW, J->Cop, 1.0f, J->wp, s->C, gn, OHW, 0.0f, gt, OHW);
                 dw_bwd_image(D, &B, n, gt, part, partp ? t : NULL);
-            } else {
-                memset(B.P, 0, D->pl->f.psz * sizeof(float));
+            } else if (partp) { /* B.P's padding is zero from dw_bwd_bufs on */
                 for (int64_t c = 0; c < s->C; c++) dw_fwd_plane(D, B.P, n, c, t);
             }
             if (partp)

@@ -324,9 +324,7 @@ static void bn_fwd_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         for (int64_t c = c0; c < c1; c++) {
             double sq = 0;
             if (j->training) {
-                double s = 0;
-                s = bsum_ch(x + c * S, N, CS, S, 0, 0.0f);
-                j->mean[c] = s / M;
+                j->mean[c] = bsum_ch(x + c * S, N, CS, S, 0, 0.0f) / M;
                 const float mf = (float)j->mean[c];
                 sq = bsum_ch(x + c * S, N, CS, S, 1, mf);
             }
@@ -820,11 +818,8 @@ static void bws_stats_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         if (!((j->bn >> k) & 1)) continue;
         const float *x = j->x[k];
         for (int64_t c = c0; c < c1; c++) {
-            double s = 0, sq = 0;
-            s = bsum_ch(x + c * S, N, CS, S, 0, 0.0f);
-            double mean = s / j->M;
-            sq = bsum_ch(x + c * S, N, CS, S, 1, (float)mean);
-            bws_finish(j, k, c, mean, sq);
+            const double mean = bsum_ch(x + c * S, N, CS, S, 0, 0.0f) / j->M;
+            bws_finish(j, k, c, mean, bsum_ch(x + c * S, N, CS, S, 1, (float)mean));
         }
     }
 }

@@ -1074,12 +1074,12 @@ static void cl_unpack(const float *restrict src, int64_t npix, float *restrict d
         }
 }
 
-/* Y[p] = bias + sum over the taps of wT[t] * P[b[p] + toff[t]] (16
+/* Y[p * ldy] = bias + sum over the taps of wT[t] * P[b[p] + toff[t]] (16
    channels per vector), 8 pixels at a time: 8 independent FMA chains
    sharing each weight load. */
 static void dwc_corr(const float *restrict P, const int64_t *restrict b, int64_t npix,
                      const float *restrict wT, const int64_t *restrict toff, int64_t kk,
-                     vf16 bias, float *restrict Y) {
+                     vf16 bias, float *restrict Y, int64_t ldy) {
     int64_t p = 0;
     for (; p + 8 <= npix; p += 8) {
         const float *p0 = P + b[p], *p1 = P + b[p + 1], *p2 = P + b[p + 2], *p3 = P + b[p + 3];
@@ -1092,9 +1092,9 @@ static void dwc_corr(const float *restrict P, const int64_t *restrict b, int64_t
             a3 += w * VLD(p3 + o), a4 += w * VLD(p4 + o), a5 += w * VLD(p5 + o);
             a6 += w * VLD(p6 + o), a7 += w * VLD(p7 + o);
         }
-        float *y = Y + p * VL;
-        VST(y, a0), VST(y + VL, a1), VST(y + 2 * VL, a2), VST(y + 3 * VL, a3);
-        VST(y + 4 * VL, a4), VST(y + 5 * VL, a5), VST(y + 6 * VL, a6), VST(y + 7 * VL, a7);
+        float *y = Y + p * ldy;
+        VST(y, a0), VST(y + ldy, a1), VST(y + 2 * ldy, a2), VST(y + 3 * ldy, a3);
+        VST(y + 4 * ldy, a4), VST(y + 5 * ldy, a5), VST(y + 6 * ldy, a6), VST(y + 7 * ldy, a7);
     }
     for (; p < npix; p++) {
         const float *p0 = P + b[p];
@@ -1105,38 +1105,39 @@ static void dwc_corr(const float *restrict P, const int64_t *restrict b, int64_t
             a1 += VLD(wT + (t + 1) * VL) * VLD(p0 + toff[t + 1]);
         }
         if (t < kk) a0 += VLD(wT + t * VL) * VLD(p0 + toff[t]);
-        VST(Y + p * VL, a0 + a1);
+        VST(Y + p * ldy, a0 + a1);
     }
 }
 
-/* dacc[t] += sum over the pixels of G[p] * P[b[p] + toff[t]] (doubles,
-   16 channels per tap). */
+/* dacc[t] += sum over the pixels of G[p * ldg] * P[b[p] + toff[t]]
+   (doubles, 16 channels per tap). */
 static void dwc_wgrad(const float *restrict P, const int64_t *restrict b, int64_t npix,
-                      const float *restrict G, const int64_t *restrict toff, int64_t kk,
-                      double *restrict dacc) {
+                      const float *restrict G, int64_t ldg, const int64_t *restrict toff,
+                      int64_t kk, double *restrict dacc) {
     for (int64_t t = 0; t < kk; t++) {
         const float *pt = P + toff[t];
         vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         int64_t p = 0;
         for (; p + 4 <= npix; p += 4) {
-            a0 += VLD(G + p * VL) * VLD(pt + b[p]);
-            a1 += VLD(G + (p + 1) * VL) * VLD(pt + b[p + 1]);
-            a2 += VLD(G + (p + 2) * VL) * VLD(pt + b[p + 2]);
-            a3 += VLD(G + (p + 3) * VL) * VLD(pt + b[p + 3]);
+            a0 += VLD(G + p * ldg) * VLD(pt + b[p]);
+            a1 += VLD(G + (p + 1) * ldg) * VLD(pt + b[p + 1]);
+            a2 += VLD(G + (p + 2) * ldg) * VLD(pt + b[p + 2]);
+            a3 += VLD(G + (p + 3) * ldg) * VLD(pt + b[p + 3]);
         }
-        for (; p < npix; p++) a0 += VLD(G + p * VL) * VLD(pt + b[p]);
+        for (; p < npix; p++) a0 += VLD(G + p * ldg) * VLD(pt + b[p]);
         vf16 a = (a0 + a1) + (a2 + a3);
         double *d = dacc + t * VL;
         for (int j = 0; j < VL; j++) d[j] += (double)a[j];
     }
 }
 
-/* D[b[p] + toff[t]] += wT[t] * G[p]: the adjoint of dwc_corr (strided dX) */
+/* D[b[p] + toff[t]] += wT[t] * G[p * ldg]: the adjoint of dwc_corr
+   (strided dX) */
 static void dwc_scatter(float *restrict D, const int64_t *restrict b, int64_t npix,
                         const float *restrict wT, const int64_t *restrict toff, int64_t kk,
-                        const float *restrict G) {
+                        const float *restrict G, int64_t ldg) {
     for (int64_t p = 0; p < npix; p++) {
-        vf16 g = VLD(G + p * VL);
+        vf16 g = VLD(G + p * ldg);
         float *d = D + b[p];
         for (int64_t t = 0; t < kk; t++) VST(d + toff[t], VLD(d + toff[t]) + VLD(wT + t * VL) * g);
     }
@@ -1171,7 +1172,7 @@ static void dwc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
                 P + (s->ph * q->Wp + s->pw) * VL, J->relu);
         vf16 bias = {0};
         if (J->b) bias = VLD(J->b + c0);
-        dwc_corr(P, q->pb, q->npix, J->wT + c0 * q->kk, q->toff, q->kk, bias, Y);
+        dwc_corr(P, q->pb, q->npix, J->wT + c0 * q->kk, q->toff, q->kk, bias, Y, VL);
         cl_unpack(Y, OHW, J->y + (n * s->C + c0) * OHW, OHW, 0, NULL);
     }
 }
@@ -1181,6 +1182,32 @@ static size_t dwc_bwd_scratch(const cshape *s, const dwcplan *q) {
     size_t g = (size_t)q->npix * VL, x = (size_t)(s->H * s->W) * VL;
     size_t d = 2 * (size_t)q->kk * VL; /* doubles */
     return pz + (q->gather ? zz : pz) + x + g + d;
+}
+
+/* dX of image n's channels c0 .. c0+15 from their output gradient G
+   (channel-last, pixel stride ldg), written or added to J->gx through the
+   ReLU mask.  Z: the padded gradient (gather; its padding stays zero) or
+   the padded dX (scatter), X: the dX pixels. */
+static void dwc_dx_group(const dwc_job *J, float *Z, float *X, const float *G, int64_t ldg,
+                         int64_t n, int64_t c0) {
+    const cshape *s = J->s;
+    const dwcplan *q = J->q;
+    const int64_t HW = s->H * s->W, kk = q->kk;
+    if (q->gather) {
+        float *Zin = Z + (q->qh * q->Wz + q->qw) * VL;
+        for (int64_t oh = 0; oh < s->OH; oh++)
+            for (int64_t ow = 0; ow < s->OW; ow++)
+                VST(Zin + (oh * q->Wz + ow) * VL, VLD(G + (oh * s->OW + ow) * ldg));
+        dwc_corr(Z, q->zb, HW, J->wTf + c0 * kk, q->zoff, kk, (vf16){0}, X, VL);
+    } else { /* D: the padded dX, zeroed per plane group */
+        memset(Z, 0, (size_t)rup(q->Hp * q->Wp * VL, VL) * sizeof(float));
+        dwc_scatter(Z, q->pb, q->npix, J->wT + c0 * kk, q->toff, kk, G, ldg);
+        for (int64_t ih = 0; ih < s->H; ih++)
+            memcpy(X + ih * s->W * VL, Z + ((ih + s->ph) * q->Wp + s->pw) * VL,
+                   (size_t)(s->W * VL) * sizeof(float));
+    }
+    cl_unpack(X, HW, J->gx + (n * s->C + c0) * HW, HW, !J->gx_fresh,
+              J->relu ? J->x + (n * s->C + c0) * HW : NULL);
 }
 
 /* Backward over fixed blocks of images: dW partial per block (doubles,
@@ -1198,7 +1225,6 @@ static void dwc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     double *dacc = (double *)(G + q->npix * VL);
     memset(P, 0, pz * sizeof(float));
     if (q->gather) memset(Z, 0, zz * sizeof(float));
-    float *Zin = Z + (q->qh * q->Wz + q->qw) * VL;
     for (int64_t blk = b0; blk < b1; blk++) {
         int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
         double *part = J->part ? J->part + blk * s->C * kk : NULL;
@@ -1206,29 +1232,13 @@ static void dwc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
             const int64_t c0 = cg * VL;
             if (part) memset(dacc, 0, (size_t)(kk * VL) * sizeof(double));
             for (int64_t n = n0; n < n1; n++) {
-                const float *xp = J->x + (n * s->C + c0) * HW;
                 cl_pack(J->gy + (n * s->C + c0) * OHW, OHW, OHW, s->OW, s->OW, G, 0);
                 if (part) {
-                    cl_pack(xp, HW, HW, s->W, q->Wp, P + (s->ph * q->Wp + s->pw) * VL, J->relu);
-                    dwc_wgrad(P, q->pb, q->npix, G, q->toff, kk, dacc);
+                    cl_pack(J->x + (n * s->C + c0) * HW, HW, HW, s->W, q->Wp,
+                            P + (s->ph * q->Wp + s->pw) * VL, J->relu);
+                    dwc_wgrad(P, q->pb, q->npix, G, VL, q->toff, kk, dacc);
                 }
-                if (!J->gx) continue;
-                float *gxp = J->gx + (n * s->C + c0) * HW;
-                const float *mask = J->relu ? xp : NULL;
-                if (q->gather) {
-                    for (int64_t oh = 0; oh < s->OH; oh++)
-                        memcpy(Zin + oh * q->Wz * VL, G + oh * s->OW * VL,
-                               (size_t)(s->OW * VL) * sizeof(float));
-                    dwc_corr(Z, q->zb, HW, J->wTf + c0 * kk, q->zoff, kk, (vf16){0}, X);
-                    cl_unpack(X, HW, gxp, HW, !J->gx_fresh, mask);
-                } else { /* D: the padded dX, zeroed per plane group */
-                    memset(Z, 0, pz * sizeof(float));
-                    dwc_scatter(Z, q->pb, q->npix, J->wT + c0 * kk, q->toff, kk, G);
-                    for (int64_t ih = 0; ih < s->H; ih++)
-                        memcpy(X + ih * s->W * VL, Z + ((ih + s->ph) * q->Wp + s->pw) * VL,
-                               (size_t)(s->W * VL) * sizeof(float));
-                    cl_unpack(X, HW, gxp, HW, !J->gx_fresh, mask);
-                }
+                if (J->gx) dwc_dx_group(J, Z, X, G, VL, n, c0);
             }
             if (part)
                 for (int64_t t = 0; t < kk; t++)
@@ -2425,6 +2435,147 @@ static void sep_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     }
 }
 
+/* The same fusion on the channel-last engine (the small planes of the
+   last stage, and the strided convs onto them): per image, each 16-channel
+   group's depthwise output stays in the thread's scratch up to the 1x1
+   GEMM, y_n = Wp t_n (t_n unpacked to [C][pix] there: OpenBLAS takes a
+   row-major A B^T of these sizes off its small-matrix kernels, 1.3x
+   slower than the unpack and A B).  Backward, t_n is recomputed as T
+   [pix][C] (each group's lanes at column c0), dT = g_n^T Wp comes out
+   channel-last as the depthwise backward reads it, and dWp += g_n T.
+   Unfused, t was written out as [C][pix] and read back, and backward
+   packed it and its gradient to channel-last again and formed dWp as
+   g t^T (that slower A B^T). */
+typedef struct {
+    dwc_job d;            /* the depthwise conv (x, weights, relu, dx, dWd) */
+    const float *wp, *gy; /* 1x1 weight [Co][C], output gradient */
+    float *y, *partp;     /* output; dWp partials nblk x Co*C */
+    int64_t Cop;
+} sepc_job;
+
+static int sepc_fusable(const cshape *sd) {
+    return is_depthwise(sd) && dwc_usable(sd) && sd->C * sd->OH * sd->OW <= (256 << 10);
+}
+
+/* the padded buffer, then (bwd) Z and X as dwc_bwd_task's, then T (and GT
+   and the dW accumulators [C][kk] in doubles) */
+static size_t sepc_scratch(const cshape *s, const dwcplan *q, int bwd) {
+    size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(q->npix * s->C, VL);
+    if (!bwd) return pz + t + (size_t)q->npix * VL;
+    size_t zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : pz;
+    return pz + zz + (size_t)(s->H * s->W) * VL + 2 * t + 2 * (size_t)(s->C * q->kk);
+}
+
+/* channels c0 .. c0+15 of image n into the padded buffer (ReLU applied) */
+static void dwc_pack_group(const dwc_job *D, float *P, int64_t n, int64_t c0) {
+    const cshape *s = D->s;
+    const int64_t HW = s->H * s->W;
+    cl_pack(D->x + (n * s->C + c0) * HW, HW, HW, s->W, D->q->Wp,
+            P + (s->ph * D->q->Wp + s->pw) * VL, D->relu);
+}
+
+static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    const sepc_job *J = ctx;
+    const dwc_job *D = &J->d;
+    const cshape *s = D->s;
+    const dwcplan *q = D->q;
+    const int64_t npix = q->npix;
+    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * s->C, VL);
+    float *P = nr_scratch(ith, D->scr), *T = P + pz, *Y = T + t;
+    memset(P, 0, pz * sizeof(float));
+    for (int64_t n = i0; n < i1; n++) {
+        for (int64_t c0 = 0; c0 < s->C; c0 += VL) {
+            dwc_pack_group(D, P, n, c0);
+            dwc_corr(P, q->pb, npix, D->wT + c0 * q->kk, q->toff, q->kk, (vf16){0}, Y, VL);
+            cl_unpack(Y, npix, T + c0 * npix, npix, 0, NULL);
+        }
+        nr_gemm(0, 0, J->Cop, npix, s->C, 1.0f, J->wp, s->C, T, npix, 0.0f,
+                J->y + n * J->Cop * npix, npix);
+    }
+}
+
+static void sepc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    const sepc_job *J = ctx;
+    const dwc_job *D = &J->d;
+    const cshape *s = D->s;
+    const dwcplan *q = D->q;
+    const int64_t C = s->C, npix = q->npix, kk = q->kk, Cop = J->Cop;
+    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
+    const size_t zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : pz;
+    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *X = Z + zz;
+    float *T = X + (s->H * s->W) * VL, *GT = T + t;
+    double *dacc = (double *)(GT + t); /* [C/16][kk][16] */
+    memset(P, 0, pz * sizeof(float));
+    if (q->gather) memset(Z, 0, zz * sizeof(float));
+    const int need_gt = D->gx || D->part;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / D->nblk, n1 = s->N * (blk + 1) / D->nblk;
+        double *part = D->part ? D->part + blk * C * kk : NULL;
+        float *partp = J->partp ? J->partp + blk * Cop * C : NULL;
+        if (part) memset(dacc, 0, (size_t)(C * kk) * sizeof(double));
+        for (int64_t n = n0; n < n1; n++) {
+            const float *gn = J->gy + n * Cop * npix;
+            if (need_gt) nr_gemm(1, 0, npix, C, Cop, 1.0f, gn, npix, J->wp, C, 0.0f, GT, C);
+            for (int64_t c0 = 0; c0 < C; c0 += VL) {
+                if (part || partp) dwc_pack_group(D, P, n, c0);
+                if (partp)
+                    dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
+                if (part) dwc_wgrad(P, q->pb, npix, GT + c0, C, q->toff, kk, dacc + c0 * kk);
+                if (D->gx) dwc_dx_group(D, Z, X, GT + c0, C, n, c0);
+            }
+            if (partp)
+                nr_gemm(0, 0, Cop, C, npix, 1.0f, gn, npix, T, C, n == n0 ? 0.0f : 1.0f, partp, C);
+        }
+        if (part)
+            for (int64_t c0 = 0; c0 < C; c0 += VL)
+                for (int64_t k = 0; k < kk; k++)
+                    for (int j = 0; j < VL; j++)
+                        part[(c0 + j) * kk + k] = dacc[c0 * kk + k * VL + j];
+    }
+}
+
+/* Forward (gy NULL) or backward of the channel-last fused sep_conv2d. */
+static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, const float *wp,
+                          int64_t Cop, int relu, float *y, const float *gy, float *gx,
+                          int gx_fresh, float *gwd, float *gwp) {
+    const int bwd = gy != NULL;
+    const char *fn = bwd ? "sep_conv2d backward" : "sep_conv2d";
+    dwcplan q;
+    if (!dwc_plan(sd, &q)) return nr_seterror(NR_ENOMEM, "%s: out of memory", fn);
+    const int64_t kk = q.kk, nblk = sd->N < 16 ? sd->N : 16;
+    const size_t wsz = (size_t)rup(sd->C * kk, VL), scr = sepc_scratch(sd, &q, bwd);
+    float *wT = aligned_alloc(64, 2 * wsz * sizeof(float));
+    double *part = gwd ? malloc((size_t)(nblk * sd->C * kk) * sizeof(double)) : NULL;
+    float *partp = gwp ? malloc((size_t)(nblk * Cop * sd->C) * sizeof(float)) : NULL;
+    nr_status st = prealloc_scratch(scr);
+    if (st == NR_OK && (!wT || (gwd && !part) || (gwp && !partp)))
+        st = nr_seterror(NR_ENOMEM, "%s: out of memory", fn);
+    if (st == NR_OK) {
+        dwc_wpack(wd, sd->C, kk, 0, wT);
+        dwc_wpack(wd, sd->C, kk, 1, wT + wsz);
+        sepc_job J = {{sd, &q, x, NULL, gy, wT, wT + wsz, NULL, gx, part, nblk, scr, relu, gx_fresh},
+                      wp, gy, y, partp, Cop};
+        if (!bwd) {
+            nr_parallel_for(sd->N, 1, sepc_fwd_task, &J);
+        } else {
+            nr_parallel_for(nblk, 1, sepc_bwd_task, &J);
+            if (gwd) {
+                dwred_job RJ = {part, gwd, nblk, sd->C * kk};
+                nr_parallel_for(sd->C * kk, 1024, dw_reduce_task, &RJ);
+            }
+            if (gwp) {
+                red_job RJ = {partp, gwp, nblk, Cop * sd->C};
+                nr_parallel_for(Cop * sd->C, 4096, reduce_task, &RJ);
+            }
+        }
+    }
+    free(wT);
+    free(part);
+    free(partp);
+    free(q.mem);
+    return st;
+}
+
 /* Backward: the depthwise output t is recomputed from x, then the 1x1
    conv's backward gives dt and dWp, the depthwise conv's dx (through the
    ReLU mask) and dWd. */
@@ -2435,6 +2586,16 @@ static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *g
     load_shape(nd, x, wd, &sd);
     nr_node np;
     pw_shape(&sd, wp->ne[0], &np, &sp);
+    if (sepc_fusable(&sd) && sd.N > 0) {
+        nr_tensor *gc = nr_is_contiguous(gout) ? NULL : nr_tensor_clone(gout);
+        if (!nr_is_contiguous(gout) && !gc) return NR_ENOMEM;
+        nr_status st = sepc_run(&sd, nr_data(x), nr_data(wd), nr_data(wp), sp.Co, relu, NULL,
+                                nr_data(gc ? gc : gout), gin[0] ? nr_data(gin[0]) : NULL,
+                                gin[0] && (nd->fresh & 1), gin[1] ? nr_data(gin[1]) : NULL,
+                                gin[2] ? nr_data(gin[2]) : NULL);
+        nr_tensor_release(gc);
+        return st;
+    }
     if (sep_fusable(&sd) && sd.N > 0) {
         nr_tensor *gc = nr_is_contiguous(gout) ? NULL : nr_tensor_clone(gout);
         if (!nr_is_contiguous(gout) && !gc) return NR_ENOMEM;
@@ -2545,14 +2706,18 @@ nr_status nr_sep_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd
     nr_node np;
     pw_shape(&sd, wp->ne[0], &np, &sp);
     int64_t tne[4] = {sd.N, sd.Co, sd.OH, sd.OW}, yne[4] = {sd.N, sp.Co, sd.OH, sd.OW};
-    const int fuse = sep_fusable(&sd);
+    const int fuse = sep_fusable(&sd) || sepc_fusable(&sd);
     t = fuse ? NULL : nr_tensor_empty(4, tne);
     y = fuse || t ? nr_tensor_empty(4, yne) : NULL;
     if (!y) {
         st = NR_ENOMEM;
         goto done;
     }
-    if (fuse) {
+    if (fuse && sepc_fusable(&sd)) {
+        if (sd.N > 0)
+            st = sepc_run(&sd, nr_data(xc), nr_data(wdc), nr_data(wpc), sp.Co, relu != 0,
+                          nr_data(y), NULL, NULL, 0, NULL, NULL);
+    } else if (fuse) {
         dwplan pl;
         if (!dw_plan(&sd, &pl)) {
             st = nr_seterror(NR_ENOMEM, "sep_conv2d: out of memory");

@@ -138,6 +138,9 @@ NR_API char *nr_shape_str(const nr_tensor *t, char *buf);
 #define NR_SHAPEBUF 160
 /* Copies src into dst elementwise (same numel, any strides). */
 NR_API void nr_copy_into(nr_tensor *dst, const nr_tensor *src);
+/* dst = src, or (acc) dst += src, for one shape and any strides; large
+   ones on the thread pool unless the two share storage. */
+NR_API void nr_walk2(nr_tensor *dst, const nr_tensor *src, int acc);
 /* Validates a shape: 0 <= ndim <= NR_MAXDIM, sizes >= 0, and the product of
    the non-zero sizes at most 2^40 (so numel, strides and offsets fit in
    int64 even for an empty tensor).  NR_ESHAPE / NR_ENOMEM with a message. */
@@ -159,7 +162,8 @@ NR_API void nr_manual_seed(uint64_t seed);
 
 /* Runs fn(ctx, i0, i1, ith) over [0, n) split into nth contiguous chunks
    (static, so results never depend on timing).  grain: minimum items per
-   thread; small loops run inline on the caller. */
+   thread; small loops run inline on the caller, and so does a call from
+   inside a task (with the task's ith: its scratch is the task's too). */
 typedef void (*nr_task_fn)(void *ctx, int64_t i0, int64_t i1, int ith);
 NR_API void nr_parallel_for(int64_t n, int64_t grain, nr_task_fn fn, void *ctx);
 NR_API int nr_num_threads(void);

@@ -44,14 +44,21 @@ int nr_aborted(void) { return atomic_load_explicit(&abort_flag, memory_order_rel
    woken, a vCPU the hypervisor paused) or runs slower leaves its chunks
    to the others instead of holding up the whole job.  Which thread runs a
    chunk varies; what a chunk computes does not (ith only picks scratch). */
+/* the thread's index while it runs a chunk, else -1: a parallel_for
+   from inside a task (a copy helper called by a kernel) runs there, on the
+   calling thread, instead of posting a job over the one in flight */
+static _Thread_local int in_task = -1;
+
 static void run_chunks(int ith) {
     const int64_t n = P.n, nc = P.nchunk;
+    in_task = ith;
     for (;;) {
         int64_t c = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed);
         if (c >= nc) break;
         int64_t i0 = n * c / nc, i1 = n * (c + 1) / nc;
         if (i1 > i0) P.fn(P.ctx, i0, i1, ith);
     }
+    in_task = -1;
 }
 
 /* How long an idle worker spins before it sleeps on the condition
@@ -126,6 +133,10 @@ void nr_set_num_threads(int n) {
 
 void nr_parallel_for(int64_t n, int64_t grain, nr_task_fn fn, void *ctx) {
     if (n <= 0) return;
+    if (in_task >= 0) {
+        fn(ctx, 0, n, in_task);
+        return;
+    }
     if (grain < 1) grain = 1;
     int64_t nth = P.nth;
     if (nth > n / grain) nth = n / grain;

@@ -378,10 +378,111 @@ char *nr_shape_str(const nr_tensor *t, char *buf) {
     return buf;
 }
 
+/* dst = src or (acc) dst += src for two tensors of one shape, any strides.
+   Dims are merged where both tensors run on across them (stride times
+   extent of the inner one), size-1 dims dropped; what is left is rows of
+   the innermost merged dim, walked by row ranges in parallel.  A cat's
+   piece of [N,C,H,W] along C is N rows of C*H*W floats (it was N*C*H rows
+   of W, one index update per row, on the main thread alone). */
+typedef struct {
+    int nd;                   /* outer dims, outermost first */
+    int64_t ne[NR_MAXDIM], ds[NR_MAXDIM], ss[NR_MAXDIM];
+    int64_t len, dsi, ssi;    /* the rows: length and element strides */
+    float *d;
+    const float *s;
+    int acc;
+} walk2;
+
+static void walk2_task(void *ctx, int64_t r0, int64_t r1, int ith) {
+    (void)ith;
+    const walk2 *w = ctx;
+    int64_t idx[NR_MAXDIM], doff = 0, soff = 0, r = r0;
+    for (int i = w->nd - 1; i >= 0; i--) { /* row r0's position */
+        idx[i] = r % w->ne[i];
+        r /= w->ne[i];
+        doff += idx[i] * w->ds[i];
+        soff += idx[i] * w->ss[i];
+    }
+    const int64_t len = w->len, dsi = w->dsi, ssi = w->ssi;
+    for (int64_t k = r0; k < r1; k++) {
+        float *restrict d = w->d + doff;
+        const float *restrict s = w->s + soff;
+        if (dsi == 1 && ssi == 1) {
+            if (w->acc)
+                for (int64_t j = 0; j < len; j++) d[j] += s[j];
+            else
+                memmove(d, s, (size_t)len * sizeof(float));
+        } else if (w->acc) {
+            for (int64_t j = 0; j < len; j++) d[j * dsi] += s[j * ssi];
+        } else {
+            for (int64_t j = 0; j < len; j++) d[j * dsi] = s[j * ssi];
+        }
+        for (int i = w->nd - 1; i >= 0; i--) {
+            doff += w->ds[i];
+            soff += w->ss[i];
+            if (++idx[i] < w->ne[i]) break;
+            doff -= w->ds[i] * w->ne[i];
+            soff -= w->ss[i] * w->ne[i];
+            idx[i] = 0;
+        }
+    }
+}
+
+#define WALK_CHUNK ((int64_t)1 << 14) /* floats per task item of a contiguous run */
+
+void nr_walk2(nr_tensor *dst, const nr_tensor *src, int acc) {
+    NR_ASSERT(nr_same_shape(dst, src));
+    const int64_t n = nr_numel(dst);
+    if (n == 0) return;
+    walk2 w = {.d = nr_data(dst), .s = nr_data(src), .acc = acc, .len = 1, .dsi = 1, .ssi = 1};
+    /* merged dims, innermost first into m[] */
+    int64_t mne[NR_MAXDIM], mds[NR_MAXDIM], mss[NR_MAXDIM];
+    int m = 0;
+    for (int i = dst->ndim - 1; i >= 0; i--) {
+        if (dst->ne[i] == 1) continue;
+        if (m > 0 && dst->st[i] == mds[m - 1] * mne[m - 1] && src->st[i] == mss[m - 1] * mne[m - 1]) {
+            mne[m - 1] *= dst->ne[i];
+            continue;
+        }
+        mne[m] = dst->ne[i], mds[m] = dst->st[i], mss[m] = src->st[i];
+        m++;
+    }
+    if (m > 0) {
+        w.len = mne[0], w.dsi = mds[0], w.ssi = mss[0];
+        w.nd = m - 1;
+        for (int i = 1; i < m; i++) { /* outermost first */
+            w.ne[m - 1 - i] = mne[i];
+            w.ds[m - 1 - i] = mds[i];
+            w.ss[m - 1 - i] = mss[i];
+        }
+    }
+    if (w.nd == 0 && w.dsi == 1 && w.ssi == 1 && w.len > WALK_CHUNK && dst->storage != src->storage) {
+        /* one contiguous run: rows of WALK_CHUNK (and a shorter last one) */
+        const int64_t full = w.len / WALK_CHUNK, rest = w.len % WALK_CHUNK;
+        w.nd = 1, w.ne[0] = full, w.ds[0] = w.ss[0] = WALK_CHUNK, w.len = WALK_CHUNK;
+        nr_parallel_for(full, 4, walk2_task, &w);
+        if (rest) {
+            walk2 t = w;
+            t.nd = 0, t.len = rest, t.d += full * WALK_CHUNK, t.s += full * WALK_CHUNK;
+            walk2_task(&t, 0, 1, 0);
+        }
+        return;
+    }
+    const int64_t rows = n / w.len;
+    if (dst->storage == src->storage) /* overlapping: in order, on this thread */
+        walk2_task(&w, 0, rows, 0);
+    else
+        nr_parallel_for(rows, (4 * WALK_CHUNK + w.len - 1) / w.len, walk2_task, &w);
+}
+
 /* Generic strided copy: walks dst's index space in row-major order. */
 void nr_copy_into(nr_tensor *dst, const nr_tensor *src) {
     int64_t n = nr_numel(dst);
     NR_ASSERT(n == nr_numel(src));
+    if (nr_same_shape(dst, src)) {
+        nr_walk2(dst, src, 0);
+        return;
+    }
     if (nr_is_contiguous(dst) && nr_is_contiguous(src)) {
         memmove(nr_data(dst), nr_data(src), (size_t)n * sizeof(float));
         return;
@@ -390,26 +491,6 @@ void nr_copy_into(nr_tensor *dst, const nr_tensor *src) {
     const float *s = nr_data(src);
     int64_t di[NR_MAXDIM] = {0}, si[NR_MAXDIM] = {0};
     int64_t doff = 0, soff = 0;
-    /* iterate src's shape for both when they have the same shape; otherwise
-       treat dst as contiguous-ordered numbering (reshape-copy). */
-    if (nr_same_shape(dst, src)) {
-        int nd = src->ndim;
-        int64_t inner = nd ? src->ne[nd - 1] : 1;
-        int64_t dsi = nd ? dst->st[nd - 1] : 1, ssi = nd ? src->st[nd - 1] : 1;
-        for (int64_t k = 0; k < n; k += inner) {
-            for (int64_t j = 0; j < inner; j++) d[doff + j * dsi] = s[soff + j * ssi];
-            for (int i = nd - 2; i >= 0; i--) {
-                di[i]++;
-                doff += dst->st[i];
-                soff += src->st[i];
-                if (di[i] < src->ne[i]) break;
-                doff -= dst->st[i] * src->ne[i];
-                soff -= src->st[i] * src->ne[i];
-                di[i] = 0;
-            }
-        }
-        return;
-    }
     /* different shapes, same numel: both walked in their own row-major order */
     for (int64_t k = 0; k < n; k++) {
         d[doff] = s[soff];

@@ -339,6 +339,94 @@ static void test_dim_reductions(void) {
     nr_set_num_threads(2);
 }
 
+/* nr_walk2 (copies, cat and its backward, gradient accumulation): dst =
+   src and dst += src through views whose dims merge into long runs, into
+   strided rows, with size-1 dims, and one contiguous run longer than a
+   chunk with a remainder, against an index-by-index reference, with 1 and
+   2 threads */
+static float *at4(const nr_tensor *t, const int64_t *i) {
+    int64_t o = 0;
+    for (int d = 0; d < t->ndim; d++) o += i[d] * t->st[d];
+    return nr_data(t) + o;
+}
+
+static int walk_matches(nr_tensor *dst, const nr_tensor *src, int acc) {
+    nr_tensor *want = nr_tensor_clone(dst);
+    nr_tensor *wv = want; /* want is contiguous: compare index by index */
+    int64_t i[4] = {0}, n = nr_numel(dst);
+    for (int64_t k = 0; k < n; k++) {
+        int64_t r = k;
+        for (int d = dst->ndim - 1; d >= 0; d--) i[d] = r % dst->ne[d], r /= dst->ne[d];
+        float v = *at4(src, i);
+        float *w = at4(wv, i);
+        *w = acc ? *w + v : v;
+    }
+    nr_walk2(dst, src, acc);
+    int ok = 1;
+    for (int64_t k = 0; k < n && ok; k++) {
+        int64_t r = k;
+        for (int d = dst->ndim - 1; d >= 0; d--) i[d] = r % dst->ne[d], r /= dst->ne[d];
+        ok = memcmp(at4(dst, i), at4(wv, i), sizeof(float)) == 0;
+    }
+    nr_tensor_release(want);
+    return ok;
+}
+
+static void test_walk2(void) {
+    const int64_t ne[4] = {6, 5, 40, 301};
+    for (int th = 1; th <= 2; th++) {
+        nr_set_num_threads(th);
+        nr_tensor *a = nr_tensor_randn(4, ne), *b = nr_tensor_randn(4, ne);
+        nr_tensor *v = NULL, *w = NULL, *d = NULL;
+        for (int acc = 0; acc <= 1; acc++) {
+            /* a cat piece: rows of 3*40*301 */
+            CHECK(nr_narrow(&v, a, 1, 1, 3) == NR_OK);
+            d = nr_tensor_randn(4, v->ne);
+            CHECK(walk_matches(d, v, acc) && walk_matches(v, d, acc));
+            nr_tensor_release(d), nr_tensor_release(v);
+            /* transposed: strided rows on one side */
+            CHECK(nr_transpose(&v, b, 2, 3) == NR_OK);
+            d = nr_tensor_randn(4, v->ne);
+            CHECK(walk_matches(d, v, acc) && walk_matches(v, d, acc));
+            nr_tensor_release(d), nr_tensor_release(v);
+            /* size-1 dims between merged ones */
+            CHECK(nr_narrow(&v, a, 1, 2, 1) == NR_OK);
+            CHECK(nr_narrow(&w, v, 3, 7, 1) == NR_OK);
+            d = nr_tensor_randn(4, w->ne);
+            CHECK(walk_matches(d, w, acc) && walk_matches(w, d, acc));
+            nr_tensor_release(d), nr_tensor_release(w), nr_tensor_release(v);
+            /* one contiguous run: 22 chunks and a remainder */
+            d = nr_tensor_randn(4, ne);
+            CHECK(walk_matches(d, a, acc));
+            nr_tensor_release(d);
+        }
+        nr_tensor_release(a), nr_tensor_release(b);
+    }
+}
+
+/* a task that itself calls a parallel helper (nr_copy_into of a large
+   tensor) runs it inline: every item done once, right */
+typedef struct {
+    nr_tensor *src[4], *dst[4];
+} nest_job;
+
+static void nest_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    (void)ith;
+    nest_job *J = ctx;
+    for (int64_t i = i0; i < i1; i++) nr_copy_into(J->dst[i], J->src[i]);
+}
+
+static void test_nested_parallel(void) {
+    nest_job J;
+    const int64_t ne[2] = {300, 1000};
+    for (int i = 0; i < 4; i++) J.src[i] = nr_tensor_randn(2, ne), J.dst[i] = nr_tensor_zeros(2, ne);
+    nr_parallel_for(4, 1, nest_task, &J);
+    for (int i = 0; i < 4; i++) {
+        CHECK(!memcmp(nr_data(J.dst[i]), nr_data(J.src[i]), 300 * 1000 * sizeof(float)));
+        nr_tensor_release(J.src[i]), nr_tensor_release(J.dst[i]);
+    }
+}
+
 int main(void) {
     nr_runtime_init(2);
     test_storage_cache();
@@ -352,5 +440,7 @@ int main(void) {
     test_rng();
     test_threads_agree();
     test_dim_reductions();
+    test_walk2();
+    test_nested_parallel();
     DONE();
 }

@@ -13,35 +13,7 @@
 /* ------------------------------------------------------------ helpers */
 
 /* dst += src elementwise; same shape, any strides (dst may be a view). */
-void nr_acc_into(nr_tensor *dst, const nr_tensor *src) {
-    NR_ASSERT(nr_same_shape(dst, src));
-    int64_t n = nr_numel(dst);
-    float *d = nr_data(dst);
-    const float *s = nr_data(src);
-    if (nr_is_contiguous(dst) && nr_is_contiguous(src)) {
-        for (int64_t i = 0; i < n; i++) d[i] += s[i];
-        return;
-    }
-    int nd = dst->ndim;
-    if (nd == 0) {
-        d[0] += s[0];
-        return;
-    }
-    int64_t idx[NR_MAXDIM] = {0}, doff = 0, soff = 0;
-    int64_t inner = dst->ne[nd - 1], dsi = dst->st[nd - 1], ssi = src->st[nd - 1];
-    for (int64_t k = 0; k < n; k += inner) {
-        for (int64_t j = 0; j < inner; j++) d[doff + j * dsi] += s[soff + j * ssi];
-        for (int i = nd - 2; i >= 0; i--) {
-            idx[i]++;
-            doff += dst->st[i];
-            soff += src->st[i];
-            if (idx[i] < dst->ne[i]) break;
-            doff -= dst->st[i] * dst->ne[i];
-            soff -= src->st[i] * src->ne[i];
-            idx[i] = 0;
-        }
-    }
-}
+void nr_acc_into(nr_tensor *dst, const nr_tensor *src) { nr_walk2(dst, src, 1); }
 
 /* A header viewing t's storage with the given shape/strides/offset. +1 */
 static nr_tensor *view_of(const nr_tensor *t, int ndim, const int64_t *ne,
@@ -884,7 +856,7 @@ static nr_status cat_bwd(nr_node *n, const nr_tensor *g, nr_tensor *const *gin) 
             nr_tensor *v = view_of(g, g->ndim, g->ne, g->st, g->offset + off * g->st[dim]);
             if (!v) return NR_ENOMEM;
             v->ne[dim] = len;
-            nr_acc_into(gin[k], v);
+            nr_walk2(gin[k], v, !((n->fresh >> k) & 1)); /* fresh: written, not zeroed and added */
             nr_tensor_release(v);
         }
         off += len;
@@ -915,6 +887,7 @@ static nr_status cat_small(nr_tensor **out, int n, nr_tensor *const *xs, int dim
     nr_node *nd = nr_record(o, "cat", cat_bwd, n, xs);
     if (nd) {
         nd->p.i[0] = dim;
+        nd->writes = (1u << n) - 1;
         for (int k = 0; k < n; k++) nr_forget_input(nd, k); /* shapes only */
     }
     *out = o;

@@ -307,6 +307,35 @@ describe("nasrt.supernet.darts", function()
     assert.is_true(math.abs(y:get(1, 2, 1, 1) - want) < 1e-4)
   end)
 
+  it("differentiates F.bn_weighted_sum like batch_norm then weighted_sum on planes of 64 values and more, the same with 1 and 2 threads", function()
+    -- planes of 9x9 take the plane-by-plane backward; input a twice (its
+    -- gradient written, then added), b plain, c normalised
+    local function run(fused, threads)
+      nasrt.set_num_threads(threads)
+      nasrt.manual_seed(23)
+      local a, b, c = nasrt.randn { 6, 3, 9, 9 }, nasrt.randn { 6, 3, 9, 9 }, nasrt.randn { 6, 3, 9, 9 }
+      local w = nasrt.tensor { 0.7, -1.2, 1.9, 0.4 }
+      for _, t in ipairs { a, b, c, w } do t:requires_grad(true) end
+      local g = nasrt.randn { 6, 3, 9, 9 }
+      local y
+      if fused then
+        y = F.bn_weighted_sum({ a, b, c, a }, w, { true, false, true, false })
+      else
+        y = F.weighted_sum({ F.batch_norm(a, nil, nil, nil, nil), b,
+          F.batch_norm(c, nil, nil, nil, nil), a }, w)
+      end
+      -- a plain consumer of the output, so each input gradient is fresh
+      F.sum(F.mul(y, g)):backward()
+      nasrt.set_num_threads(2)
+      return { a.grad, b.grad, c.grad, w.grad }
+    end
+    local ref, one, two = run(false, 2), run(true, 1), run(true, 2)
+    for i = 1, 4 do
+      assert.allclose(ref[i], one[i], 1e-4)
+      assert.are.same(one[i]:totable(), two[i]:totable())
+    end
+  end)
+
   it("passes a finite-difference check of the alpha gradients (sigmoid, FairDARTS)", function()
     nasrt.manual_seed(12)
     local prims = { "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",

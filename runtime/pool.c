@@ -1,5 +1,5 @@
 /*
-** pool.c -- the one thread pool: [0, n) cut into a few chunks per thread
+** pool.c -- the one thread pool: [0, n) cut into guided chunks (large first, small last)
 ** that the threads (thread 0 is the caller) take from a shared counter,
 ** per-thread scratch, the abort flag.
 ** Workers spin up to a millisecond and then sleep on a condition
@@ -17,7 +17,6 @@
 #include <time.h>
 
 #define MAXTHREADS 64
-#define CHUNKS 4 /* chunks per thread of a job */
 
 static struct {
     int nth;                       /* threads in use, including the caller */
@@ -29,7 +28,7 @@ static struct {
     atomic_int pending;            /* workers still running the job */
     nr_task_fn fn;
     void *ctx;
-    int64_t n, nchunk;
+    int64_t n, grain;
     atomic_llong next;             /* next chunk to run */
     int job_nth;
 } P = {.nth = 1, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -39,24 +38,31 @@ static atomic_int abort_flag;
 void nr_set_abort(int on) { atomic_store(&abort_flag, on); }
 int nr_aborted(void) { return atomic_load_explicit(&abort_flag, memory_order_relaxed); }
 
-/* The range is cut into P.nchunk equal chunks which the threads take in
-   turn from a shared counter: a thread that starts late (a worker being
-   woken, a vCPU the hypervisor paused) or runs slower leaves its chunks
-   to the others instead of holding up the whole job.  Which thread runs a
-   chunk varies; what a chunk computes does not (ith only picks scratch). */
-/* the thread's index while it runs a chunk, else -1: a parallel_for
-   from inside a task (a copy helper called by a kernel) runs there, on the
-   calling thread, instead of posting a job over the one in flight */
+/* Guided: a thread takes 1/(2 nth) of what is left (at least the grain),
+   from a shared counter, so chunks start large and end small: a thread
+   that starts late (a worker being woken, a vCPU the hypervisor paused) or
+   runs slower leaves its share to the others, and the last chunks, which
+   the other thread waits for, are short.  Which thread runs a chunk, and
+   where chunks begin, vary; what an item computes does not (ith only
+   picks scratch).  in_task: the thread's index while it runs a chunk,
+   else -1 (a parallel_for from inside a task runs inline, on that thread,
+   instead of posting a job over the one in flight). */
 static _Thread_local int in_task = -1;
 
 static void run_chunks(int ith) {
-    const int64_t n = P.n, nc = P.nchunk;
+    const int64_t n = P.n, grain = P.grain, div = 2 * (int64_t)P.job_nth;
     in_task = ith;
+    int64_t i0 = atomic_load_explicit(&P.next, memory_order_relaxed), len;
     for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&P.next, 1, memory_order_relaxed);
-        if (c >= nc) break;
-        int64_t i0 = n * c / nc, i1 = n * (c + 1) / nc;
-        if (i1 > i0) P.fn(P.ctx, i0, i1, ith);
+        if (i0 >= n) break;
+        len = (n - i0) / div;
+        if (len < grain) len = grain;
+        if (len > n - i0) len = n - i0;
+        if (!atomic_compare_exchange_weak_explicit(&P.next, &i0, i0 + len, memory_order_relaxed,
+                                                   memory_order_relaxed))
+            continue; /* i0 reloaded */
+        P.fn(P.ctx, i0, i0 + len, ith);
+        i0 = atomic_load_explicit(&P.next, memory_order_relaxed);
     }
     in_task = -1;
 }
@@ -148,8 +154,7 @@ void nr_parallel_for(int64_t n, int64_t grain, nr_task_fn fn, void *ctx) {
     P.ctx = ctx;
     P.n = n;
     P.job_nth = (int)nth;
-    /* CHUNKS per thread, each of at least grain items */
-    P.nchunk = n / grain < nth * CHUNKS ? n / grain : nth * CHUNKS;
+    P.grain = grain;
     atomic_store_explicit(&P.next, 0, memory_order_relaxed);
     atomic_store(&P.pending, P.started);
     pthread_mutex_lock(&P.mu);

@@ -427,6 +427,34 @@ static void test_nested_parallel(void) {
     }
 }
 
+/* the pool hands out every item of a job exactly once, for job sizes
+   and grains around the guided chunk sizes */
+static void cover_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    (void)ith;
+    int *cnt = ctx;
+    for (int64_t i = i0; i < i1; i++) cnt[i]++;
+}
+
+static void test_parallel_for_cover(void) {
+    static const int64_t ns[] = {1, 2, 7, 64, 1000, 100003}, grains[] = {1, 3, 1000};
+    for (int th = 1; th <= 2; th++) {
+        nr_set_num_threads(th);
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
+            for (size_t b = 0; b < sizeof grains / sizeof *grains; b++) {
+                int *cnt = calloc((size_t)ns[a], sizeof(int));
+                for (int rep = 0; rep < 3; rep++) nr_parallel_for(ns[a], grains[b], cover_task, cnt);
+                int ok = 1;
+                for (int64_t i = 0; i < ns[a]; i++) ok = ok && cnt[i] == 3;
+                if (!ok)
+                    fprintf(stderr, "FAIL parallel_for n=%lld grain=%lld threads=%d\n",
+                            (long long)ns[a], (long long)grains[b], th);
+                CHECK(ok);
+                free(cnt);
+            }
+    }
+    nr_set_num_threads(2);
+}
+
 int main(void) {
     nr_runtime_init(2);
     test_storage_cache();
@@ -442,5 +470,6 @@ int main(void) {
     test_dim_reductions();
     test_walk2();
     test_nested_parallel();
+    test_parallel_for_cover();
     DONE();
 }

@@ -1155,6 +1155,14 @@ typedef struct {
     int relu, gx_fresh;
 } dwc_job;
 
+/* channels c0 .. c0+15 of image n into the padded buffer (ReLU applied) */
+static void dwc_pack_group(const dwc_job *D, float *P, int64_t n, int64_t c0) {
+    const cshape *s = D->s;
+    const int64_t HW = s->H * s->W;
+    cl_pack(D->x + (n * s->C + c0) * HW, HW, HW, s->W, D->q->Wp,
+            P + (s->ph * D->q->Wp + s->pw) * VL, D->relu);
+}
+
 static size_t dwc_fwd_scratch(const dwcplan *q) {
     return (size_t)rup(q->Hp * q->Wp * VL, VL) + (size_t)q->npix * VL;
 }
@@ -1163,13 +1171,12 @@ static void dwc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const dwc_job *J = ctx;
     const cshape *s = J->s;
     const dwcplan *q = J->q;
-    const int64_t HW = s->H * s->W, OHW = s->OH * s->OW, NG = s->C / VL;
+    const int64_t OHW = s->OH * s->OW, NG = s->C / VL;
     float *P = nr_scratch(ith, J->scr), *Y = P + rup(q->Hp * q->Wp * VL, VL);
     memset(P, 0, (size_t)(q->Hp * q->Wp * VL) * sizeof(float));
     for (int64_t it = i0; it < i1; it++) {
         int64_t n = it / NG, c0 = (it % NG) * VL;
-        cl_pack(J->x + (n * s->C + c0) * HW, HW, HW, s->W, q->Wp,
-                P + (s->ph * q->Wp + s->pw) * VL, J->relu);
+        dwc_pack_group(J, P, n, c0);
         vf16 bias = {0};
         if (J->b) bias = VLD(J->b + c0);
         dwc_corr(P, q->pb, q->npix, J->wT + c0 * q->kk, q->toff, q->kk, bias, Y, VL);
@@ -1234,8 +1241,7 @@ static void dwc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
             for (int64_t n = n0; n < n1; n++) {
                 cl_pack(J->gy + (n * s->C + c0) * OHW, OHW, OHW, s->OW, s->OW, G, 0);
                 if (part) {
-                    cl_pack(J->x + (n * s->C + c0) * HW, HW, HW, s->W, q->Wp,
-                            P + (s->ph * q->Wp + s->pw) * VL, J->relu);
+                    dwc_pack_group(J, P, n, c0);
                     dwc_wgrad(P, q->pb, q->npix, G, VL, q->toff, kk, dacc);
                 }
                 if (J->gx) dwc_dx_group(J, Z, X, G, VL, n, c0);
@@ -2464,14 +2470,6 @@ static size_t sepc_scratch(const cshape *s, const dwcplan *q, int bwd) {
     if (!bwd) return pz + t + (size_t)q->npix * VL;
     size_t zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : pz;
     return pz + zz + (size_t)(s->H * s->W) * VL + 2 * t + 2 * (size_t)(s->C * q->kk);
-}
-
-/* channels c0 .. c0+15 of image n into the padded buffer (ReLU applied) */
-static void dwc_pack_group(const dwc_job *D, float *P, int64_t n, int64_t c0) {
-    const cshape *s = D->s;
-    const int64_t HW = s->H * s->W;
-    cl_pack(D->x + (n * s->C + c0) * HW, HW, HW, s->W, D->q->Wp,
-            P + (s->ph * D->q->Wp + s->pw) * VL, D->relu);
 }
 
 static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {

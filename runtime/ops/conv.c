@@ -2542,7 +2542,7 @@ static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, con
     if (!dwc_plan(sd, &q)) return nr_seterror(NR_ENOMEM, "%s: out of memory", fn);
     const int64_t kk = q.kk, nblk = sd->N < 16 ? sd->N : 16;
     const size_t wsz = (size_t)rup(sd->C * kk, VL), scr = sepc_scratch(sd, &q, bwd);
-    float *wT = aligned_alloc(64, 2 * wsz * sizeof(float));
+    float *wT = aligned_alloc(64, (bwd ? 2 : 1) * wsz * sizeof(float)); /* bwd: flipped too */
     double *part = gwd ? malloc((size_t)(nblk * sd->C * kk) * sizeof(double)) : NULL;
     float *partp = gwp ? malloc((size_t)(nblk * Cop * sd->C) * sizeof(float)) : NULL;
     nr_status st = prealloc_scratch(scr);
@@ -2550,8 +2550,9 @@ static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, con
         st = nr_seterror(NR_ENOMEM, "%s: out of memory", fn);
     if (st == NR_OK) {
         dwc_wpack(wd, sd->C, kk, 0, wT);
-        dwc_wpack(wd, sd->C, kk, 1, wT + wsz);
-        sepc_job J = {{sd, &q, x, NULL, gy, wT, wT + wsz, NULL, gx, part, nblk, scr, relu, gx_fresh},
+        if (bwd) dwc_wpack(wd, sd->C, kk, 1, wT + wsz);
+        sepc_job J = {{sd, &q, x, NULL, gy, wT, bwd ? wT + wsz : NULL, NULL, gx, part, nblk, scr,
+                       relu, gx_fresh},
                       wp, gy, y, partp, Cop};
         if (!bwd) {
             nr_parallel_for(sd->N, 1, sepc_fwd_task, &J);

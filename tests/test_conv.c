@@ -534,8 +534,30 @@ static void check_pool(int kind, const pcfg *c) {
     double *gxr = calloc((size_t)nx, sizeof(double));
     pool_ref(kind, c, xd, yr, gyd, gxr);
     CHECK(expect_close("pool forward", cs, nr_data(y), yr, ny, 1e-6));
+    /* without grad mode max pooling tracks no argmax (its own loop) */
+    nr_tensor *y0 = NULL;
+    int was = nr_set_grad_enabled(0);
+    st = kind ? nr_avg_pool2d(&y0, x, &pp) : nr_max_pool2d(&y0, x, &pp);
+    nr_set_grad_enabled(was);
+    CHECK(st == NR_OK && y0 && expect_close("pool forward, no grad", cs, nr_data(y0), yr, ny, 1e-6));
+    nr_tensor_release(y0);
     CHECK(nr_backward(y, gy) == NR_OK);
     CHECK(x->grad && expect_close("pool backward", cs, nr_data(x->grad), gxr, nx, 1e-6));
+    /* x pooled twice: the second backward adds to the gradient the first wrote */
+    nr_tensor *x2 = nr_tensor_clone(x), *ya = NULL, *yb = NULL, *ys = NULL;
+    x2->requires_grad = 1;
+    st = kind ? nr_avg_pool2d(&ya, x2, &pp) : nr_max_pool2d(&ya, x2, &pp);
+    if (st == NR_OK) st = kind ? nr_avg_pool2d(&yb, x2, &pp) : nr_max_pool2d(&yb, x2, &pp);
+    if (st == NR_OK) st = nr_add(&ys, ya, yb);
+    CHECK(st == NR_OK && nr_backward(ys, gy) == NR_OK && x2->grad);
+    if (x2->grad) {
+        for (int64_t i = 0; i < nx; i++) gxr[i] *= 2;
+        CHECK(expect_close("pool backward, twice", cs, nr_data(x2->grad), gxr, nx, 1e-6));
+    }
+    nr_tensor_release(ys);
+    nr_tensor_release(yb);
+    nr_tensor_release(ya);
+    nr_tensor_release(x2);
     free(xd);
     free(gyd);
     free(yr);
@@ -567,6 +589,11 @@ static void test_pools(void) {
         {1, 2, 11, 37, 2, 1, 1, 0, 1, 4, 3, 2}, {1, 2, 12, 35, 4, 3, 2, 1, 1, 3, 1, 1},
         {2, 2, 33, 7, 3, 3, 0, 0, 0, 5, 2, 2},
         {1, 2, 20, 21, 17, 1, 0, 0, 0, 17, 2, 3}, /* 289 taps: int32 argmax indices */
+        /* unit column stride (the separable max and sums): strided rows, wide
+           rows, ceil mode, a 1-wide and a 1-tall window */
+        {2, 3, 11, 40, 3, 2, 1, 0, 1, 5, 1, 2}, {1, 2, 28, 28, 3, 1, 1, 0, 0, 3, 1, 1},
+        {2, 2, 7, 7, 3, 1, 1, 1, 0, 3, 1, 1}, {1, 3, 13, 35, 4, 3, 2, 1, 1, 2, 1, 1},
+        {1, 2, 9, 33, 1, 1, 0, 0, 0, 3, 1, 1}, {1, 2, 9, 20, 3, 2, 0, 0, 0, 1, 1, 0},
     };
     for (int kind = 0; kind < 2; kind++)
         for (size_t i = 0; i < sizeof rect / sizeof *rect; i++) {
@@ -659,6 +686,37 @@ static void test_max_pool_nan_ties(void) {
     const float *gx = nr_data(x->grad);
     CHECK(gx[0] == 1 && gx[1] == 0 && gx[4] == 0); /* first of the tied 1s */
     CHECK(gx[2] == 1 && gx[3] == 0 && gx[7] == 0); /* the NaN */
+    nr_tensor_release(g);
+    nr_tensor_release(y);
+    nr_tensor_release(x);
+}
+
+/* The same rules through the unit-column-stride path (3x3, stride 1):
+   a window's first maximum in row-major order, across rows and columns,
+   and its last NaN */
+static void test_max_pool_nan_ties_s1(void) {
+    nr_tensor *x = nr_tensor_zeros(4, (int64_t[]){1, 1, 4, 8}), *y = NULL;
+    x->requires_grad = 1;
+    float *d = nr_data(x); /* index r*8 + c */
+    d[0] = 2, d[1] = 1, d[2] = 2, d[8] = 2;  /* ties along a row and down a column */
+    d[20] = NAN, d[22] = NAN, d[29] = NAN;   /* two NaNs in row 2, one in row 3 */
+    d[31] = 9;
+    nr_pool_params pp = {{3, 3}, {1, 1}, {1, 1}, 1, 0};
+    CHECK(nr_max_pool2d(&y, x, &pp) == NR_OK);
+    if (!y) return;
+    const float *o = nr_data(y);
+    CHECK(o[0] == 2 && o[1] == 2 && o[8] == 2 && o[3] == 2 && o[24] == 0);
+    CHECK(isnan(o[21]) && isnan(o[13]) && isnan(o[31]));
+    nr_tensor *g = nr_tensor_zeros(4, y->ne);
+    float *gd = nr_data(g);
+    gd[0] = 1, gd[1] = 10, gd[8] = 100, gd[21] = 1e3f, gd[13] = 1e4f, gd[31] = 1e5f;
+    gd[3] = 1e6f, gd[24] = 3;
+    CHECK(nr_backward(y, g) == NR_OK);
+    const float *gx = nr_data(x->grad);
+    CHECK(gx[0] == 111 && gx[8] == 0 && gx[2] == 1e6f); /* the first of the tied 2s */
+    CHECK(gx[29] == 1e3f && gx[20] == 0);  /* rows 2 and 3 both NaN: row 3's */
+    CHECK(gx[22] == 1e4f + 1e5f);          /* (1,5): 20 and 22 in one row: 22 */
+    CHECK(gx[16] == 3 && gx[31] == 0);     /* a window of zeros: its first */
     nr_tensor_release(g);
     nr_tensor_release(y);
     nr_tensor_release(x);
@@ -955,6 +1013,7 @@ int main(void) {
     test_pools();
     test_max_pool_neg_inf_pad();
     test_max_pool_nan_ties();
+    test_max_pool_nan_ties_s1();
     test_max_pool_all_neg_inf();
     test_adaptive();
     test_threads();

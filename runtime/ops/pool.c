@@ -7,6 +7,9 @@
 ** window tap as one byte when the window has at most 256 taps (a quarter
 ** of an int32 plane index: DARTS' 3x3 pools hold 45 MB instead of 182),
 ** else the plane-local int32 index.
+** At unit column stride (DARTS' 3x3 pools) max and average windows are
+** separable: each padded row's kw-wide max or sum is formed once, then
+** every output combines kh of them.
 */
 #include "nasrt.h"
 
@@ -28,6 +31,18 @@ static inline void vstore_n(float *p, vf16 v, int64_t n) {
         for (int64_t l = 0; l < n; l++) p[l] = v[l];
 #endif
     }
+}
+
+/* the first n (<= 16) floats at p, zeros in the other lanes */
+static inline vf16 vload_n(const float *p, int64_t n) {
+    if (n >= VL) return VLD(p);
+#if defined(__AVX512F__)
+    return (vf16)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#else
+    vf16 v = {0};
+    for (int64_t l = 0; l < n; l++) v[l] = p[l];
+    return v;
+#endif
 }
 
 /* the first n (<= 16) lanes of v, narrowed to bytes, to p */
@@ -267,12 +282,72 @@ static int max_taps(const pshape *s) { return s->kh * s->kw <= 256; }
 
 /* ------------------------------------------------------------ max pool */
 
+/* The separable path (unit column stride, taps or no argmax): the window's
+   max is the max over its kh rows of each row's max over kw columns.  Each
+   padded row's kw-wide max (and the column it came from) is formed once in
+   HM/HJ, then every output takes kh of those: kh + kw - 2 compare-blends
+   per output (and the rows' share) instead of kh * kw.  Columns are scanned
+   in order within a row and rows in order, with the same test as the
+   direct loop, so the choice is PyTorch's: the first maximum in row-major
+   order, the last NaN; a window of -inf keeps its first in-bounds tap. */
+static int max_separable(const pshape *s, int taps_or_none) {
+    return s->sw == 1 && taps_or_none;
+}
+
+static size_t max_scratch(const pshape *s, const ppad *g, int sep) {
+    return g->psz + (sep ? (size_t)(2 * g->Hn * g->OWr) : 0);
+}
+
+static void max_plane_sep(const pshape *s, const ppad *g, const float *restrict P,
+                          float *restrict HM, int32_t *restrict HJ, float *restrict y,
+                          uint8_t *restrict tap) {
+    const int64_t OH = s->OH, OW = s->OW, OWr = g->OWr, kw = s->kw, kh = s->kh;
+    vi16 lane;
+    for (int l = 0; l < VL; l++) lane[l] = l;
+    for (int64_t r = 0; r < g->Hn; r++) {
+        const float *pr = P + r * g->rs;
+        for (int64_t ob = 0; ob < OWr; ob += VL) {
+            vf16 m = VLD(pr + ob);
+            vi16 jt = (int32_t)s->pw - (lane + (int32_t)ob); /* the first in-bounds */
+            jt &= jt > 0;                                     /* tap column */
+            for (int64_t j = 1; j < kw; j++) {
+                vf16 v = VLD(pr + ob + j);
+                vi16 gt = (v > m) | (v != v);
+                m = VBLEND(gt, v, m);
+                jt = ((int32_t)j & gt) | (jt & ~gt);
+            }
+            VST(HM + r * OWr + ob, m);
+            *(vi16 *)(HJ + r * OWr + ob) = jt;
+        }
+    }
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const int64_t r0 = oh * s->sh, h0 = r0 - s->ph, fi = h0 < 0 ? -h0 : 0;
+        for (int64_t ob = 0; ob < OW; ob += VL) {
+            vf16 m = VLD(HM + r0 * OWr + ob);
+            /* a window of -inf: its first in-bounds row's first column */
+            vi16 mt = *(const vi16 *)(HJ + (r0 + fi) * OWr + ob) + (int32_t)(fi * kw);
+            for (int64_t i = 1; i < kh; i++) {
+                vf16 v = VLD(HM + (r0 + i) * OWr + ob);
+                vi16 gt = (v > m) | (v != v);
+                m = VBLEND(gt, v, m);
+                if (tap) {
+                    vi16 t = *(const vi16 *)(HJ + (r0 + i) * OWr + ob) + (int32_t)(i * kw);
+                    mt = (t & gt) | (mt & ~gt);
+                }
+            }
+            vstore_n(y + oh * OW + ob, m, OW - ob);
+            if (tap) vstore_nb(tap + oh * OW + ob, mt, OW - ob);
+        }
+    }
+}
+
 static void max_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const pjob *J = ctx;
     const pshape *s = J->s;
     const ppad *g = J->g;
     const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, kk = s->kh * s->kw;
-    float *P = nr_scratch(ith, g->psz);
+    const int sep = max_separable(s, !J->idx);
+    float *P = nr_scratch(ith, max_scratch(s, g, sep));
     for (size_t k = 0; k < g->psz; k++) P[k] = -INFINITY;
     vi16 lane;
     for (int l = 0; l < VL; l++) lane[l] = l;
@@ -281,6 +356,11 @@ static void max_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
         float *y = J->y + pl * OH * OW;
         int32_t *idx = J->idx ? J->idx + pl * OH * OW : NULL;
         uint8_t *tap = J->tap ? J->tap + pl * OH * OW : NULL;
+        if (sep) {
+            float *HM = P + g->psz;
+            max_plane_sep(s, g, P, HM, (int32_t *)(HM + g->Hn * g->OWr), y, tap);
+            continue;
+        }
         for (int64_t oh = 0; oh < OH; oh++) {
             const float *row = P + oh * s->sh * g->rs;
             const int64_t h0 = oh * s->sh - s->ph, hs = h0 > 0 ? h0 : 0;
@@ -399,7 +479,7 @@ nr_status nr_max_pool2d(nr_tensor **out, const nr_tensor *x, const nr_pool_param
     if (!ppad_init(&s, &g)) {
         st = nr_seterror(NR_ENOMEM, "max_pool2d: out of memory");
     } else {
-        st = prealloc_scratch(g.psz, "max_pool2d");
+        st = prealloc_scratch(max_scratch(&s, &g, max_separable(&s, taps || !idx)), "max_pool2d");
         if (st == NR_OK) {
             pjob J = {&s, &g, nr_data(xc), NULL, nr_data(y), NULL, taps ? NULL : idx, NULL, NULL,
                       taps ? idx : NULL};
@@ -454,16 +534,50 @@ static float *avg_factors(const pshape *s, int64_t OWr) {
     return f;
 }
 
+/* Window sums at unit column stride, separable: each padded row's kw-wide
+   sums once into HS (Hn x OWr), then kh of those per output, so kh + kw - 2
+   adds per output (and the rows' share) instead of kh * kw - 1.  y (OH x
+   OW, row stride OW) = the sums divided by rowf[oh] * colf[ow] (rowf NULL:
+   not divided); acc: y += instead. */
+static void box_sum_sep(const pshape *s, const ppad *g, const float *restrict P,
+                        float *restrict HS, const float *rowf, const float *colf,
+                        float *restrict y, int acc) {
+    const int64_t OH = s->OH, OW = s->OW, OWr = g->OWr, kw = s->kw, kh = s->kh;
+    for (int64_t r = 0; r < g->Hn; r++) {
+        const float *pr = P + r * g->rs;
+        for (int64_t ob = 0; ob < OWr; ob += VL) {
+            vf16 a = VLD(pr + ob);
+            for (int64_t j = 1; j < kw; j++) a += VLD(pr + ob + j);
+            VST(HS + r * OWr + ob, a);
+        }
+    }
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const float *hr = HS + oh * s->sh * OWr;
+        float *yr = y + oh * OW;
+        for (int64_t ob = 0; ob < OW; ob += VL) {
+            vf16 a = VLD(hr + ob);
+            for (int64_t i = 1; i < kh; i++) a += VLD(hr + i * OWr + ob);
+            if (rowf) a /= VLD(colf + ob) * rowf[oh];
+            if (acc) a += vload_n(yr + ob, OW - ob);
+            vstore_n(yr + ob, a, OW - ob);
+        }
+    }
+}
+
 static void avg_fwd_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const pjob *J = ctx;
     const pshape *s = J->s;
     const ppad *g = J->g;
     const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, kk = s->kh * s->kw;
-    float *P = nr_scratch(ith, g->psz);
+    float *P = nr_scratch(ith, g->psz + (size_t)(g->Hn * g->OWr));
     memset(P, 0, g->psz * sizeof(float));
     for (int64_t pl = p0; pl < p1; pl++) {
         ppad_fill(s, g, J->x + pl * H * W, P);
         float *y = J->y + pl * OH * OW;
+        if (s->sw == 1) {
+            box_sum_sep(s, g, P, P + g->psz, J->rowf, J->colf, y, 0);
+            continue;
+        }
         for (int64_t oh = 0; oh < OH; oh++) {
             const float *row = P + oh * s->sh * g->rs;
             for (int64_t ob = 0; ob < OW; ob += VL) {
@@ -514,23 +628,43 @@ typedef struct {
     int fresh;
 } agjob;
 
+/* the gather's per-thread buffer: the padded plane, then g / div (or the
+   box sums' rows when the columns are unit-strided) */
+static size_t avg_gather_scratch(const pshape *s, const ppad *g) {
+    size_t n = (size_t)(s->OH * s->OW), m = (size_t)(g->Hn * g->OWr);
+    return g->psz + (n > m ? n : m);
+}
+
 static void avg_bwd_gather_task(void *ctx, int64_t p0, int64_t p1, int ith) {
     const agjob *J = ctx;
     const pshape *s = J->s, *t = J->t;
     const ppad *g = J->g;
     const int64_t H = s->H, W = s->W, OH = s->OH, OW = s->OW, kk = s->kh * s->kw;
-    float *P = nr_scratch(ith, g->psz + (size_t)(OH * OW));
+    float *P = nr_scratch(ith, avg_gather_scratch(s, g));
     float *G = P + g->psz;
     memset(P, 0, g->psz * sizeof(float));
     for (int64_t pl = p0; pl < p1; pl++) {
         const float *gy = J->gy + pl * OH * OW;
+        float *gx = J->gx + pl * H * W;
+        if (s->sw == 1) {
+            /* g / div straight into the padded plane, then the box sums */
+            for (int64_t oh = 0; oh < OH; oh++) {
+                const float rf = J->rowf[oh];
+                float *restrict pr = P + (oh + t->ph) * g->rs + t->pw;
+                const float *restrict gr = gy + oh * OW;
+                for (int64_t ob = 0; ob < OW; ob += VL)
+                    vstore_n(pr + ob, vload_n(gr + ob, OW - ob) / (VLD(J->colf + ob) * rf),
+                             OW - ob);
+            }
+            box_sum_sep(t, g, P, G, NULL, NULL, gx, !J->fresh);
+            continue;
+        }
         for (int64_t oh = 0; oh < OH; oh++) {
             const float rf = J->rowf[oh];
             for (int64_t ow = 0; ow < OW; ow++)
                 G[oh * OW + ow] = gy[oh * OW + ow] / (rf * J->colf[ow]);
         }
         ppad_fill(t, g, G, P);
-        float *gx = J->gx + pl * H * W;
         for (int64_t ih = 0; ih < H; ih++) {
             const float *row = P + ih * g->rs;
             float *d = gx + ih * W;
@@ -560,7 +694,7 @@ static nr_status avg_bwd_gather(const pshape *s, const float *gy, float *gx, int
         return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
     }
     float *f = avg_factors(s, go.OWr);
-    nr_status st = f ? prealloc_scratch(g.psz + (size_t)(s->OH * s->OW), "avg_pool2d")
+    nr_status st = f ? prealloc_scratch(avg_gather_scratch(s, &g), "avg_pool2d")
                      : nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
     if (st == NR_OK) {
         agjob J = {s, &t, &g, gy, f, f + s->OH, gx, fresh};
@@ -576,7 +710,8 @@ static nr_status avg_run(const pshape *s, const float *x, const float *gy, float
     ppad g;
     if (!ppad_init(s, &g)) return nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
     float *f = avg_factors(s, g.OWr);
-    nr_status st = f ? prealloc_scratch(g.psz + (size_t)(s->OH * g.OWr), "avg_pool2d")
+    size_t n = (size_t)(s->OH * g.OWr), m = (size_t)(g.Hn * g.OWr); /* bwd's G, fwd's HS */
+    nr_status st = f ? prealloc_scratch(g.psz + (n > m ? n : m), "avg_pool2d")
                      : nr_seterror(NR_ENOMEM, "avg_pool2d: out of memory");
     if (st == NR_OK) {
         pjob J = {s, &g, x, gy, y, gx, NULL, f, f + s->OH, NULL};

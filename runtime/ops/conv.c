@@ -1111,9 +1111,36 @@ static void dwc_corr(const float *restrict P, const int64_t *restrict b, int64_t
 
 /* dacc[t] += sum over the pixels of G[p * ldg] * P[b[p] + toff[t]]
    (doubles, 16 channels per tap). */
+/* 3x3 and 5x5: every tap's accumulator in a register, G and the pixel's
+   base loaded once per pixel for all taps (the loop over taps outside
+   loads both again for each tap).  One accumulator per tap, pixels in
+   order (the generic loop below splits each tap over four): the order is
+   fixed by the shapes, so results stay the same with any thread count. */
+#define DWC_WGRAD_REG(KK)                                                                   \
+    static void dwc_wgrad_##KK(const float *restrict P, const int64_t *restrict b,          \
+                               int64_t npix, const float *restrict G, int64_t ldg,          \
+                               const int64_t *restrict toff, double *restrict dacc) {       \
+        vf16 a[KK];                                                                         \
+        int64_t o[KK];                                                                      \
+        for (int t = 0; t < KK; t++) a[t] = (vf16){0}, o[t] = toff[t];                      \
+        for (int64_t p = 0; p < npix; p++) {                                                \
+            const vf16 g = VLD(G + p * ldg);                                                \
+            const float *pp = P + b[p];                                                     \
+            _Pragma("GCC unroll 25") for (int t = 0; t < KK; t++) a[t] += g * VLD(pp + o[t]); \
+        }                                                                                   \
+        for (int t = 0; t < KK; t++)                                                        \
+            for (int j = 0; j < VL; j++) dacc[t * VL + j] += (double)a[t][j];               \
+    }
+DWC_WGRAD_REG(9)
+DWC_WGRAD_REG(25)
+
 static void dwc_wgrad(const float *restrict P, const int64_t *restrict b, int64_t npix,
                       const float *restrict G, int64_t ldg, const int64_t *restrict toff,
                       int64_t kk, double *restrict dacc) {
+    if (kk == 9 || kk == 25) {
+        (kk == 9 ? dwc_wgrad_9 : dwc_wgrad_25)(P, b, npix, G, ldg, toff, dacc);
+        return;
+    }
     for (int64_t t = 0; t < kk; t++) {
         const float *pt = P + toff[t];
         vf16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};

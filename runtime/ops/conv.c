@@ -1109,8 +1109,6 @@ static void dwc_corr(const float *restrict P, const int64_t *restrict b, int64_t
     }
 }
 
-/* dacc[t] += sum over the pixels of G[p * ldg] * P[b[p] + toff[t]]
-   (doubles, 16 channels per tap). */
 /* 3x3 and 5x5: every tap's accumulator in a register, G and the pixel's
    base loaded once per pixel for all taps (the loop over taps outside
    loads both again for each tap).  One accumulator per tap, pixels in
@@ -1134,6 +1132,8 @@ static void dwc_corr(const float *restrict P, const int64_t *restrict b, int64_t
 DWC_WGRAD_REG(9)
 DWC_WGRAD_REG(25)
 
+/* dacc[t] += sum over the pixels of G[p * ldg] * P[b[p] + toff[t]]
+   (doubles, 16 channels per tap). */
 static void dwc_wgrad(const float *restrict P, const int64_t *restrict b, int64_t npix,
                       const float *restrict G, int64_t ldg, const int64_t *restrict toff,
                       int64_t kk, double *restrict dacc) {

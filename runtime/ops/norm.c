@@ -107,16 +107,6 @@ static inline void bsum_gx(const float *g, const float *x, int64_t n, float mean
    versions above flushed (and added their 16 lanes one by one) once per
    plane, which dominated planes of 7x7 and 8x8.  Larger planes go plane
    by plane.  A sum depends only on N, S and the data. */
-static inline vf16 vhead(const float *p, int64_t n) { /* p[0..n), n < 16, then zeros */
-#if defined(__AVX512F__)
-    return (vf16)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
-#else
-    vf16 v = {0};
-    for (int64_t i = 0; i < n; i++) v[i] = p[i];
-    return v;
-#endif
-}
-
 static inline vf16 vlanes_below(int64_t n) { /* 1 in lanes < n, 0 after */
     vf16 m;
     for (int i = 0; i < VL; i++) m[i] = i < n ? 1.0f : 0.0f;
@@ -154,7 +144,7 @@ static inline double bsum_ch(const float *p, int64_t N, int64_t ld, int64_t S, i
                 a += v;
             }
             if (r) { /* lanes past r: zeros, masked again after the shift by mean */
-                vf16 v = vhead(x + Sv, r);
+                vf16 v = vload_n(x + Sv, r);
                 if (sq) v = (v - mean) * tm, v = v * v;
                 b += v;
             }
@@ -191,9 +181,9 @@ static inline void bsum_gx_ch(const float *g, const float *x, int64_t N, int64_t
                 b0 += gv * (VLD(xp + i) - mean);
             }
             if (r) { /* the zero lanes of g zero the product */
-                vf16 gv = vhead(gp + Sv, r);
+                vf16 gv = vload_n(gp + Sv, r);
                 a1 += gv;
-                b1 += gv * (vhead(xp + Sv, r) - mean);
+                b1 += gv * (vload_n(xp + Sv, r) - mean);
             }
         }
         *sg += lanes_sum(a0 + a1);

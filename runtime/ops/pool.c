@@ -33,18 +33,6 @@ static inline void vstore_n(float *p, vf16 v, int64_t n) {
     }
 }
 
-/* the first n (<= 16) floats at p, zeros in the other lanes */
-static inline vf16 vload_n(const float *p, int64_t n) {
-    if (n >= VL) return VLD(p);
-#if defined(__AVX512F__)
-    return (vf16)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
-#else
-    vf16 v = {0};
-    for (int64_t l = 0; l < n; l++) v[l] = p[l];
-    return v;
-#endif
-}
-
 /* the first n (<= 16) lanes of v, narrowed to bytes, to p */
 typedef uint8_t vu8x16 __attribute__((vector_size(16)));
 static inline void vstore_nb(uint8_t *p, vi16 v, int64_t n) {

@@ -20,6 +20,19 @@ typedef int32_t vi16 __attribute__((vector_size(64), aligned(4), may_alias));
 
 static inline int64_t rup(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
+/* p[0..min(n,16)) in the low lanes, zeros in the others (a masked load
+   with AVX-512: it reads nothing past p[n - 1]) */
+static inline vf16 vload_n(const float *p, int64_t n) {
+    if (n >= VL) return VLD(p);
+#if defined(__AVX512F__)
+    return (vf16)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#else
+    vf16 v = {0};
+    for (int64_t l = 0; l < n; l++) v[l] = p[l];
+    return v;
+#endif
+}
+
 /* d[0..n) = s[0..n) for short runs (a libc call per image row costs more
    than the copy).  With AVX-512 every vector goes through masked moves:
    GCC turned the plain vector loop into a call to memmove (2.2% of a DARTS

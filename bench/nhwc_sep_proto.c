@@ -1,7 +1,7 @@
 /*
 ** nhwc_sep_proto.c -- a measurement, not part of the runtime: how fast one
 ** SepConv half of the DARTS step (ReLU, depthwise KxK, pointwise 16x16,
-** then its batch-norm statistics) runs when activations are channels-last
+** then its batch-norm statistics; and its backward) runs when activations are channels-last
 ** (NHWC, C = 16: one zmm per pixel) and the statistics are taken in the
 ** kernel's epilogue instead of a pass of their own.  It is the kernel a
 ** fused channels-last engine would be built on (issue 6, the sgemm-floor
@@ -11,7 +11,7 @@
 **
 ** Compare with the runtime on the same shape, [64,16,28,28]:
 **   ./build/nasrt bench/sep_segment.lua
-** The kernel is checked against a plain loop on two images before timing.
+** Both kernels are checked against plain loops before they are timed.
 */
 #include <math.h>
 #include <stdio.h>
@@ -56,6 +56,55 @@ static void reference(int K, int n0, int n1, const float *x, const float *wd, co
                     st[C + co] += (double)o * o;
                 }
             }
+}
+
+
+/* Backward of y = pw(dw(relu(x))) for images [n0, n1) given dy: dx
+   (written), dwd and dwpT (added to, in double). */
+static void reference_bwd(int K, int n0, int n1, const float *x, const float *wd, const float *wpT,
+                          const float *dy, float *dx, double *dwd, double *dwpT) {
+    const int P = K / 2;
+    float *dt = calloc((size_t)H * W * C, sizeof(float));
+    if (!dt) exit(1);
+    for (int n = n0; n < n1; n++) {
+        const float *xn = x + (size_t)n * H * W * C, *gn = dy + (size_t)n * H * W * C;
+        for (int p = 0; p < H * W; p++) {
+            const int h = p / W, w = p % W;
+            float t[C] = {0};
+            for (int kh = 0; kh < K; kh++)
+                for (int kw = 0; kw < K; kw++) {
+                    int ih = h + kh - P, iw = w + kw - P;
+                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                    for (int c = 0; c < C; c++) {
+                        float v = xn[(ih * W + iw) * C + c];
+                        t[c] += (v > 0 ? v : 0) * wd[(kh * K + kw) * C + c];
+                    }
+                }
+            for (int ci = 0; ci < C; ci++) {
+                float d = 0;
+                for (int co = 0; co < C; co++) {
+                    dwpT[ci * C + co] += (double)t[ci] * gn[p * C + co];
+                    d += gn[p * C + co] * wpT[ci * C + co];
+                }
+                dt[p * C + ci] = d;
+            }
+        }
+        for (int p = 0; p < H * W; p++) {
+            const int h = p / W, w = p % W;
+            for (int c = 0; c < C; c++) {
+                float v = xn[p * C + c], acc = 0;
+                for (int kh = 0; kh < K; kh++)
+                    for (int kw = 0; kw < K; kw++) {
+                        int oh = h - kh + P, ow = w - kw + P; /* outputs this input fed */
+                        if (oh < 0 || oh >= H || ow < 0 || ow >= W) continue;
+                        acc += dt[(oh * W + ow) * C + c] * wd[(kh * K + kw) * C + c];
+                        dwd[(kh * K + kw) * C + c] += (double)dt[(oh * W + ow) * C + c] * (v > 0 ? v : 0);
+                    }
+                dx[((size_t)n * H * W + p) * C + c] = v > 0 ? acc : 0;
+            }
+        }
+    }
+    free(dt);
 }
 
 #if defined(__AVX512F__)
@@ -107,6 +156,89 @@ static void fused(int K, const float *x, const float *wd, const float *wpT, floa
     _mm512_store_ps(st + C, s2);
 }
 
+/* The fused backward: per image, the ReLU'd input padded as in forward;
+   blocks of 4 pixels recompute the depthwise value, take dWp (its 16
+   rows in registers for the whole run), dt = Wp^T dy into a padded plane
+   and dWd; then dx as the correlation of dt with the kernel, masked by
+   x > 0.  dwd, dwpT are written. */
+static void fused_bwd(int K, const float *x, const float *wd, const float *wpr,
+                      const float *dy, float *dx, float *dwd, float *dwpT, float *pad, float *dtp) {
+    const int P = K / 2, WP = W + 2 * P, KK = K * K;
+    __m512 gw[C];
+    for (int i = 0; i < C; i++) gw[i] = _mm512_setzero_ps();
+    memset(pad, 0, sizeof(float) * (size_t)(H + 2 * P) * WP * C);
+    memset(dtp, 0, sizeof(float) * (size_t)(H + 2 * P) * WP * C);
+    memset(dwd, 0, sizeof(float) * (size_t)KK * C);
+    for (int n = 0; n < N; n++) {
+        const float *xn = x + (size_t)n * H * W * C, *gn = dy + (size_t)n * H * W * C;
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++)
+                _mm512_store_ps(pad + ((h + P) * WP + w + P) * C,
+                                _mm512_max_ps(_mm512_load_ps(xn + (h * W + w) * C), _mm512_setzero_ps()));
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w += 4) {
+                __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                               _mm512_setzero_ps()};
+                for (int kh = 0; kh < K; kh++) {
+                    const float *r = pad + ((h + kh) * WP + w) * C;
+                    for (int kw = 0; kw < K; kw++) {
+                        __m512 wv = _mm512_load_ps(wd + (kh * K + kw) * C);
+                        for (int u = 0; u < 4; u++)
+                            a[u] = _mm512_fmadd_ps(_mm512_load_ps(r + (kw + u) * C), wv, a[u]);
+                    }
+                }
+                float t[4 * C] __attribute__((aligned(64)));
+                for (int u = 0; u < 4; u++) _mm512_store_ps(t + u * C, a[u]);
+                __asm__ volatile("" ::: "memory");
+                const float *g = gn + (h * W + w) * C;
+                __m512 d[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                               _mm512_setzero_ps()};
+                __m512 gv[4];
+                for (int u = 0; u < 4; u++) gv[u] = _mm512_load_ps(g + u * C);
+                for (int ci = 0; ci < C; ci++)
+                    for (int u = 0; u < 4; u++) /* dWp^T[ci] (over co) += t[ci] dy */
+                        gw[ci] = _mm512_fmadd_ps(_mm512_set1_ps(t[u * C + ci]), gv[u], gw[ci]);
+                for (int co = 0; co < C; co++) {
+                    __m512 wr = _mm512_load_ps(wpr + co * C); /* Wp[co][:] over ci */
+                    for (int u = 0; u < 4; u++)
+                        d[u] = _mm512_fmadd_ps(_mm512_set1_ps(g[u * C + co]), wr, d[u]);
+                }
+                float *dr = dtp + ((h + P) * WP + w + P) * C;
+                for (int u = 0; u < 4; u++) _mm512_store_ps(dr + u * C, d[u]);
+                for (int kh = 0; kh < K; kh++) { /* dWd[tap] += dt * relu(x) shifted */
+                    const float *r = pad + ((h + kh) * WP + w) * C;
+                    for (int kw = 0; kw < K; kw++) {
+                        __m512 acc = _mm512_mul_ps(d[0], _mm512_load_ps(r + kw * C));
+                        for (int u = 1; u < 4; u++)
+                            acc = _mm512_fmadd_ps(d[u], _mm512_load_ps(r + (kw + u) * C), acc);
+                        float *q = dwd + (kh * K + kw) * C;
+                        _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), acc));
+                    }
+                }
+            }
+        float *dxn = dx + (size_t)n * H * W * C;
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w += 4) {
+                __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                               _mm512_setzero_ps()};
+                for (int kh = 0; kh < K; kh++) {
+                    const float *r = dtp + ((h + 2 * P - kh) * WP + w + 2 * P) * C;
+                    for (int kw = 0; kw < K; kw++) {
+                        __m512 wv = _mm512_load_ps(wd + (kh * K + kw) * C);
+                        for (int u = 0; u < 4; u++)
+                            a[u] = _mm512_fmadd_ps(_mm512_load_ps(r + (u - kw) * C), wv, a[u]);
+                    }
+                }
+                for (int u = 0; u < 4; u++) {
+                    const int p = h * W + w + u;
+                    __mmask16 pos = _mm512_cmp_ps_mask(_mm512_load_ps(xn + p * C), _mm512_setzero_ps(), _CMP_GT_OQ);
+                    _mm512_store_ps(dxn + p * C, _mm512_maskz_mov_ps(pos, a[u]));
+                }
+            }
+    }
+    for (int i = 0; i < C; i++) _mm512_store_ps(dwpT + i * C, gw[i]);
+}
+
 int main(int argc, char **argv) {
     const int K = argc > 1 ? atoi(argv[1]) : 3;
     if (K != 3 && K != 5) {
@@ -141,8 +273,39 @@ int main(int argc, char **argv) {
         if (t < best) best = t;
     }
     const double flop = 2.0 * N * H * W * C * (K * K + C);
-    printf("nhwc fused relu-dw%dx%d-pw + BN statistics [64,28,28,16]: %.3f ms  %.1f GFLOP/s"
-           "  (checked: max |dy| %.1e)\n", K, K, best * 1e3, flop / best / 1e9, err);
+    printf("nhwc fused relu-dw%dx%d-pw + BN statistics [64,28,28,16]: forward %.3f ms  %.1f GFLOP/s"
+           "  (checked: max |y - ref| %.1e)\n", K, K, best * 1e3, flop / best / 1e9, err);
+
+    /* backward: dx, dWd, dWp from dy (the gradient the batch norm's
+       backward hands on; forming it is one more FMA per value) */
+    float *dy = aligned_alloc(64, sz * sizeof(float)), *dx = aligned_alloc(64, sz * sizeof(float));
+    float *dxr = aligned_alloc(64, sz * sizeof(float)), *dtp = aligned_alloc(64, 32 * 32 * C * sizeof(float));
+    float *dwd = aligned_alloc(64, 25 * C * sizeof(float)), *dwpT = aligned_alloc(64, C * C * sizeof(float));
+    float *wpr = aligned_alloc(64, C * C * sizeof(float));
+    double *rdwd = calloc(25 * C, sizeof(double)), *rdwp = calloc(C * C, sizeof(double));
+    if (!dy || !dx || !dxr || !dtp || !dwd || !dwpT || !wpr || !rdwd || !rdwp) return 1;
+    for (size_t i = 0; i < sz; i++) dy[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    for (int ci = 0; ci < C; ci++)
+        for (int co = 0; co < C; co++) wpr[co * C + ci] = wpT[ci * C + co];
+    fused_bwd(K, x, wd, wpr, dy, dx, dwd, dwpT, pad, dtp);
+    reference_bwd(K, 0, N, x, wd, wpT, dy, dxr, rdwd, rdwp);
+    err = 0, serr = 0;
+    for (size_t i = 0; i < sz; i++) err = fmax(err, fabs(dx[i] - dxr[i]));
+    for (int i = 0; i < K * K * C; i++) serr = fmax(serr, fabs(dwd[i] - rdwd[i]) / (fabs(rdwd[i]) + 1));
+    for (int i = 0; i < C * C; i++) serr = fmax(serr, fabs(dwpT[i] - rdwp[i]) / (fabs(rdwp[i]) + 1));
+    if (err > 1e-4 || serr > 1e-4) {
+        fprintf(stderr, "nhwc_sep_proto: wrong gradients (max |dx| %g, weights rel %g)\n", err, serr);
+        return 1;
+    }
+    best = 1e9;
+    for (int r = 0; r < 20; r++) {
+        double t0 = now();
+        fused_bwd(K, x, wd, wpr, dy, dx, dwd, dwpT, pad, dtp);
+        double t = now() - t0;
+        if (t < best) best = t;
+    }
+    printf("nhwc fused backward (dx, dWd, dWp) [64,28,28,16]: %.3f ms  %.1f GFLOP/s"
+           "  (checked: max |dx - ref| %.1e, weights rel %.1e)\n", best * 1e3, 2 * flop / best / 1e9, err, serr);
     return 0;
 }
 #else

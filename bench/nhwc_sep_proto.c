@@ -20,7 +20,6 @@
 #include <time.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#endif
 
 enum { N = 64, H = 28, W = 28, C = 16 };
 
@@ -107,7 +106,6 @@ static void reference_bwd(int K, int n0, int n1, const float *x, const float *wd
     free(dt);
 }
 
-#if defined(__AVX512F__)
 /* The fused kernel: per image, the ReLU'd input into a zero-padded NHWC
    plane (in L2), then blocks of 4 output pixels: depthwise as 4
    independent FMA chains over the taps, pointwise as 16 FMAs per pixel

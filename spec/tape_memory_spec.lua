@@ -97,4 +97,25 @@ describe("nasrt.tape_memory", function()
     -- x, w and w.grad remain
     assert.are.equal(before + bytes(768) + 2 * bytes(81), nasrt.memory().live_bytes)
   end)
+
+  it("frees the dead tensors of a no_grad loop that never runs backward, old ones too", function()
+    -- each round keeps a 32 MB tensor alive while 160 MB of temporaries
+    -- pass (young collections every 64 MB: it turns old), then drops it;
+    -- only a full collection frees an old tensor, and with no backward to
+    -- run one the 20 dropped tensors (640 MB) stayed allocated
+    collectgarbage()
+    local base, peak = nasrt.memory().live_bytes, 0
+    nasrt.no_grad(function()
+      for _ = 1, 20 do
+        local keep = nasrt.zeros { 8, 1024, 1024 }
+        for _ = 1, 20 do nasrt.zeros { 2, 1024, 1024 } end
+        assert.are.equal(8 * 1024 * 1024, keep:numel())
+        keep = nil
+        peak = math.max(peak, nasrt.memory().live_bytes - base)
+      end
+    end)
+    -- the bound: 256 MB past twice the mark, plus one 64 MB interval
+    assert.is_true(peak < 400 * 2 ^ 20, ("peak %.0f MB live"):format(peak / 2 ^ 20))
+    collectgarbage()
+  end)
 end)

@@ -39,7 +39,7 @@ local supernet = nasrt.supernet
 local R = {
   name = "agnas",
   description = "AGNAS (Sun et al., ICML 2022): attention-guided NAS on Fashion-MNIST.\n" ..
-    "Defaults are sized for a 2-core CPU (about 4 1/2 minutes); every option reaches the\n" ..
+    "Defaults are sized for a 2-core CPU (about a minute); every option reaches the\n" ..
     "paper's search setting (--C=16 --layers=8 --epochs=50 --train_limit=0 --val_limit=0).",
 }
 

@@ -402,9 +402,10 @@ static int tensor_backward(lua_State *L) {
        backward, past the point where the tape releases it.  Collect them
        first when a sizeable graph is alive (a DARTS step: ~0.3-0.6 GB). */
     if (nr_live_bytes() > ((size_t)64 << 20)) nrL_fullgc(L);
+    nrL_gcmark(1);
     nr_status st = nr_backward(t, g);
     if (st != NR_OK) return nrL_raise(L, st);
-    nrL_gcmark(); /* the tape is gone: what is live now is the model's */
+    nrL_gcmark(0); /* the tape is gone: what is live now is the model's */
     return 0;
 }
 

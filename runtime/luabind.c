@@ -102,23 +102,29 @@ nr_tensor *nrL_opttensor(lua_State *L, int idx) {
    the whole heap each time: 215 of them in 4 DARTS steps took 1.3 s of
    the main thread; 64 MB young collections take 0.07 s, for 30-45 MB more
    peak RSS.
-   Tensors that were still reachable at a young collection turn old and
-   only a full collection frees them.  Training runs one before each
-   backward (nrL_fullgc); a loop without backward (an evaluation under
-   no_grad) had nothing else: AGNAS's supernet evaluation piled up ~1 GB
-   of dead tensors, so each batch's outputs came in fresh pages (1.1M page
-   faults, 12 s of `make run`'s 64).  So under no_grad (no tape: what
-   grows is garbage) a full collection also runs when the live tensor
-   bytes pass twice what the last backward or full collection left, plus
-   256 MB. */
-static size_t bytes_since_gc = 0, live_after_full = 0;
+   Tensors that lived through two young collections are old, and only a
+   full collection frees them (and, through them, the tapes they hold).
+   Training runs one before each backward; a loop without backward (an
+   evaluation) had nothing else: AGNAS's supernet evaluation piled up ~4 GB
+   of dead tensors, each batch's outputs in fresh pages (1.1M page faults,
+   a third of `make run`'s time in the kernel).  So a full collection also
+   runs when the live tensor bytes pass twice what the last backward or
+   full collection left plus 256 MB -- with gradients on, and a graph the
+   size of the last backward's alive, only past that size plus 256 MB, so
+   a training forward does not pay full collections that free nothing. */
+static size_t bytes_since_gc = 0, live_after_full = 0, live_graph = 0;
 
 void nrL_fullgc(lua_State *L) {
     lua_gc(L, LUA_GCCOLLECT);
-    nrL_gcmark();
+    live_after_full = nr_live_bytes();
 }
 
-void nrL_gcmark(void) { live_after_full = nr_live_bytes(); }
+void nrL_gcmark(int graph) {
+    if (graph)
+        live_graph = nr_live_bytes();
+    else
+        live_after_full = nr_live_bytes();
+}
 
 void nrL_pushtensor(lua_State *L, nr_tensor *t) {
     if (!t) nrL_raise(L, NR_ENOMEM);
@@ -128,7 +134,10 @@ void nrL_pushtensor(lua_State *L, nr_tensor *t) {
     bytes_since_gc += (size_t)nr_numel(t) * 4 + sizeof *t;
     if (bytes_since_gc > ((size_t)64 << 20)) {
         bytes_since_gc = 0; /* t is on the stack: safe either way */
-        if (!nr_grad_enabled() && nr_live_bytes() > 2 * live_after_full + ((size_t)256 << 20))
+        size_t lim = 2 * live_after_full + ((size_t)256 << 20);
+        if (nr_grad_enabled() && live_graph + ((size_t)256 << 20) > lim)
+            lim = live_graph + ((size_t)256 << 20);
+        if (nr_live_bytes() > lim)
             nrL_fullgc(L);
         else
             lua_gc(L, LUA_GCSTEP, 0);

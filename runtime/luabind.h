@@ -37,9 +37,10 @@ nr_tensor *nrL_totensor(lua_State *L, int idx);
    collection. */
 void nrL_pushtensor(lua_State *L, nr_tensor *t);
 /* a full Lua collection (frees every unreachable tensor); nrL_gcmark: the
-   live tensor bytes now are the mark the next no_grad collection counts from */
+   live tensor bytes now are a graph's about to run backward (graph = 1) or
+   what one left behind (0): the marks the next full collection counts from */
 void nrL_fullgc(lua_State *L);
-void nrL_gcmark(void);
+void nrL_gcmark(int graph);
 /* Raises nr_lasterror() (with the calling function's name prefixed when
    the message does not start with it). Never returns. */
 int nrL_raise(lua_State *L, nr_status st);

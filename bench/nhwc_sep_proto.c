@@ -29,24 +29,30 @@ static double now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* t = the depthwise conv of relu(image xn) at (h, w), zero padding K/2 */
+static void reference_dw(int K, const float *xn, const float *wd, int h, int w, float *t) {
+    const int P = K / 2;
+    for (int c = 0; c < C; c++) t[c] = 0;
+    for (int kh = 0; kh < K; kh++)
+        for (int kw = 0; kw < K; kw++) {
+            int ih = h + kh - P, iw = w + kw - P;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+            for (int c = 0; c < C; c++) {
+                float v = xn[(ih * W + iw) * C + c];
+                t[c] += (v > 0 ? v : 0) * wd[(kh * K + kw) * C + c];
+            }
+        }
+}
+
 /* y = pw(dw(relu(x))) for images [n0, n1), NHWC; st[0..16) += sum y,
    st[16..32) += sum y^2 per channel.  wd: [K*K][C]; wpT: [ci][co]. */
 static void reference(int K, int n0, int n1, const float *x, const float *wd, const float *wpT,
                       float *y, double *st) {
-    const int P = K / 2;
     for (int n = n0; n < n1; n++)
         for (int h = 0; h < H; h++)
             for (int w = 0; w < W; w++) {
-                float t[C] = {0};
-                for (int kh = 0; kh < K; kh++)
-                    for (int kw = 0; kw < K; kw++) {
-                        int ih = h + kh - P, iw = w + kw - P;
-                        if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                        for (int c = 0; c < C; c++) {
-                            float v = x[((n * H + ih) * W + iw) * C + c];
-                            t[c] += (v > 0 ? v : 0) * wd[(kh * K + kw) * C + c];
-                        }
-                    }
+                float t[C];
+                reference_dw(K, x + (size_t)n * H * W * C, wd, h, w, t);
                 for (int co = 0; co < C; co++) {
                     float o = 0;
                     for (int ci = 0; ci < C; ci++) o += t[ci] * wpT[ci * C + co];
@@ -68,17 +74,8 @@ static void reference_bwd(int K, int n0, int n1, const float *x, const float *wd
     for (int n = n0; n < n1; n++) {
         const float *xn = x + (size_t)n * H * W * C, *gn = dy + (size_t)n * H * W * C;
         for (int p = 0; p < H * W; p++) {
-            const int h = p / W, w = p % W;
-            float t[C] = {0};
-            for (int kh = 0; kh < K; kh++)
-                for (int kw = 0; kw < K; kw++) {
-                    int ih = h + kh - P, iw = w + kw - P;
-                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                    for (int c = 0; c < C; c++) {
-                        float v = xn[(ih * W + iw) * C + c];
-                        t[c] += (v > 0 ? v : 0) * wd[(kh * K + kw) * C + c];
-                    }
-                }
+            float t[C];
+            reference_dw(K, xn, wd, p / W, p % W, t);
             for (int ci = 0; ci < C; ci++) {
                 float d = 0;
                 for (int co = 0; co < C; co++) {
@@ -106,6 +103,30 @@ static void reference_bwd(int K, int n0, int n1, const float *x, const float *wd
     free(dt);
 }
 
+/* The interior of the zero-padded NHWC plane pad <- relu(image xn). */
+static void fill_relu(float *pad, const float *xn, int P, int WP) {
+    for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w++)
+            _mm512_store_ps(pad + ((h + P) * WP + w + P) * C,
+                            _mm512_max_ps(_mm512_load_ps(xn + (h * W + w) * C), _mm512_setzero_ps()));
+}
+
+/* t[u][c] = the depthwise output at (h, w + u), u < 4: four independent
+   FMA chains over the taps.  Left in memory: the 1x1 broadcasts its
+   values from there (an embedded broadcast, no shuffle). */
+static void dw4(const float *pad, const float *wd, int K, int WP, int h, int w, float *t) {
+    __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int kh = 0; kh < K; kh++) {
+        const float *r = pad + ((h + kh) * WP + w) * C;
+        for (int kw = 0; kw < K; kw++) {
+            __m512 wv = _mm512_load_ps(wd + (kh * K + kw) * C);
+            for (int u = 0; u < 4; u++) a[u] = _mm512_fmadd_ps(_mm512_load_ps(r + (kw + u) * C), wv, a[u]);
+        }
+    }
+    for (int u = 0; u < 4; u++) _mm512_store_ps(t + u * C, a[u]);
+    __asm__ volatile("" ::: "memory"); /* the caller reads t from memory */
+}
+
 /* The fused kernel: per image, the ReLU'd input into a zero-padded NHWC
    plane (in L2), then blocks of 4 output pixels: depthwise as 4
    independent FMA chains over the taps, pointwise as 16 FMAs per pixel
@@ -118,27 +139,12 @@ static void fused(int K, const float *x, const float *wd, const float *wpT, floa
     for (int i = 0; i < C; i++) wp[i] = _mm512_load_ps(wpT + C * i);
     memset(pad, 0, sizeof(float) * (size_t)(H + 2 * P) * WP * C);
     for (int n = 0; n < N; n++) {
-        const float *xn = x + (size_t)n * H * W * C;
-        for (int h = 0; h < H; h++)
-            for (int w = 0; w < W; w++)
-                _mm512_store_ps(pad + ((h + P) * WP + w + P) * C,
-                                _mm512_max_ps(_mm512_load_ps(xn + (h * W + w) * C), _mm512_setzero_ps()));
+        fill_relu(pad, x + (size_t)n * H * W * C, P, WP);
         float *yn = y + (size_t)n * H * W * C;
         for (int h = 0; h < H; h++)
             for (int w = 0; w < W; w += 4) { /* W % 4 == 0 */
-                __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                               _mm512_setzero_ps()};
-                for (int kh = 0; kh < K; kh++) {
-                    const float *r = pad + ((h + kh) * WP + w) * C;
-                    for (int kw = 0; kw < K; kw++) {
-                        __m512 wv = _mm512_load_ps(wd + (kh * K + kw) * C);
-                        for (int u = 0; u < 4; u++)
-                            a[u] = _mm512_fmadd_ps(_mm512_load_ps(r + (kw + u) * C), wv, a[u]);
-                    }
-                }
                 float t[4 * C] __attribute__((aligned(64)));
-                for (int u = 0; u < 4; u++) _mm512_store_ps(t + u * C, a[u]);
-                __asm__ volatile("" ::: "memory"); /* broadcast from t, not from registers */
+                dw4(pad, wd, K, WP, h, w, t);
                 __m512 o[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                                _mm512_setzero_ps()};
                 for (int ci = 0; ci < C; ci++)
@@ -169,25 +175,11 @@ static void fused_bwd(int K, const float *x, const float *wd, const float *wpr,
     memset(dwd, 0, sizeof(float) * (size_t)KK * C);
     for (int n = 0; n < N; n++) {
         const float *xn = x + (size_t)n * H * W * C, *gn = dy + (size_t)n * H * W * C;
-        for (int h = 0; h < H; h++)
-            for (int w = 0; w < W; w++)
-                _mm512_store_ps(pad + ((h + P) * WP + w + P) * C,
-                                _mm512_max_ps(_mm512_load_ps(xn + (h * W + w) * C), _mm512_setzero_ps()));
+        fill_relu(pad, xn, P, WP);
         for (int h = 0; h < H; h++)
             for (int w = 0; w < W; w += 4) {
-                __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                               _mm512_setzero_ps()};
-                for (int kh = 0; kh < K; kh++) {
-                    const float *r = pad + ((h + kh) * WP + w) * C;
-                    for (int kw = 0; kw < K; kw++) {
-                        __m512 wv = _mm512_load_ps(wd + (kh * K + kw) * C);
-                        for (int u = 0; u < 4; u++)
-                            a[u] = _mm512_fmadd_ps(_mm512_load_ps(r + (kw + u) * C), wv, a[u]);
-                    }
-                }
                 float t[4 * C] __attribute__((aligned(64)));
-                for (int u = 0; u < 4; u++) _mm512_store_ps(t + u * C, a[u]);
-                __asm__ volatile("" ::: "memory");
+                dw4(pad, wd, K, WP, h, w, t);
                 const float *g = gn + (h * W + w) * C;
                 __m512 d[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                                _mm512_setzero_ps()};

@@ -326,6 +326,47 @@ Net(
     assert.has_error(function() nn.Sequential(1) end)
   end)
 
+  it_if(has_conv, "Sequential runs BatchNorm2d and the ReLU / ReLU6 after it as one op: the same numbers and gradients", function()
+    local blocks = require "nasrt.blocks"
+    local function run(fuse, act, train)
+      nasrt.manual_seed(3)
+      local bn = nn.BatchNorm2d(4)
+      local seq = nn.Sequential(nn.Conv2d(3, 4, 3, { padding = 1 }), bn, act(), nn.Tanh())
+      if not train then
+        seq:eval()
+        set_values(bn.running_mean, { 0.1, -0.2, 0.3, 0 })
+        set_values(bn.running_var, { 0.5, 2, 1, 0.25 })
+      end
+      local x = nasrt.randn { 2, 3, 5, 5 }
+      nasrt.no_grad(function() bn.weight:copy_(nasrt.tensor { 1.5, -0.5, 2, 1 }) end)
+      local relus, orig, orig6 = 0, F.relu, F.relu6
+      F.relu = function(...) relus = relus + 1; return orig(...) end
+      F.relu6 = function(...) relus = relus + 1; return orig6(...) end
+      nn.fuse_bn_activation = fuse
+      local ok, y = pcall(seq, x)
+      F.relu, F.relu6, nn.fuse_bn_activation = orig, orig6, true
+      assert(ok, y)
+      F.sum(F.mul(y, nasrt.randn(y:shape()))):backward()
+      return y, { bn.weight.grad, bn.bias.grad, seq[1].weight.grad }, bn.running_mean, relus
+    end
+    for _, act in ipairs { nn.ReLU, blocks.ReLU6 } do
+      for _, train in ipairs { true, false } do
+        local y1, g1, rm1, n1 = run(false, act, train)
+        local y2, g2, rm2, n2 = run(true, act, train)
+        assert.are.equal(1, n1)
+        assert.are.equal(0, n2) -- the batch norm applied it
+        assert.allclose(y1, y2, 1e-6)
+        for i = 1, 3 do assert.allclose(g1[i], g2[i], 1e-5) end
+        assert.allclose(rm1, rm2, 1e-7)
+        -- the activation did apply: tanh of what it passes is >= 0
+        local lo = math.huge
+        local function walk(t) for _, v in ipairs(t) do if type(v) == "table" then walk(v) else lo = math.min(lo, v) end end end
+        walk(y2:totable())
+        assert.is_true(lo >= 0, ("min %g"):format(lo))
+      end
+    end
+  end)
+
   it("rejects bad constructor options clearly", function()
     assert.has_error(function() nn.Conv2d(3, 16, 3, {strid = 2}) end,
       "Conv2d: unknown option 'strid' (expected one of bias, dilation, groups, padding, stride)")

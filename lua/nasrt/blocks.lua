@@ -228,6 +228,7 @@ M.swish = swish
 --- ReLU6 activation (FairNAS, ProxylessNAS/AGNAS macro).
 -- @function ReLU6
 leaf("ReLU6", function(_, x) return relu6(x) end)
+nn.BN_ACTIVATIONS[M.ReLU6] = "relu6"  -- a BatchNorm2d before it in a Sequential applies it
 --- Hard sigmoid.
 -- @function HSigmoid
 leaf("HSigmoid", function(_, x) return hsigmoid(x) end)

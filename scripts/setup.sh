@@ -1,14 +1,15 @@
 #!/bin/sh
 # Installs the Debian packages nasrt needs, only those that are missing.
 # Usage: scripts/setup.sh [--bench|--doc]   (--bench adds python3-torch for bench/,
-#        --doc adds lua-ldoc for make doc)
+#        --doc adds lua-ldoc and lua5.1 for make doc: Debian's ldoc runs on
+#        Lua 5.1-5.3 only, "no suitable Lua interpreter found" beside 5.4 alone)
 set -e
 # clang (libFuzzer harnesses, make fuzz-ci) and valgrind (scripts/leakcheck.sh)
 # are for the test targets.
 pkgs="lua5.4 liblua5.4-dev lua-busted lua-filesystem lua-dkjson libopenblas-dev zlib1g-dev \
 dataset-fashion-mnist cmake make gcc libreadline-dev graphviz librsvg2-bin clang valgrind"
 [ "$1" = "--bench" ] && pkgs="$pkgs python3-torch python3-numpy"
-[ "$1" = "--doc" ] && pkgs="$pkgs lua-ldoc"
+[ "$1" = "--doc" ] && pkgs="$pkgs lua-ldoc lua5.1"
 # OpenMPI: nasrt.dist and mpirun (the build also works without it)
 pkgs="$pkgs libopenmpi-dev openmpi-bin"
 missing=""

@@ -106,8 +106,8 @@ nr_tensor *nrL_opttensor(lua_State *L, int idx) {
    full collection frees them (and, through them, the tapes they hold).
    Training runs one before each backward; a loop without backward (an
    evaluation) had nothing else: AGNAS's supernet evaluation piled up ~4 GB
-   of dead tensors, each batch's outputs in fresh pages (1.1M page faults,
-   a third of `make run`'s time in the kernel).  So a full collection also
+   of dead tensors, each batch's outputs in fresh pages (1.1M page faults;
+   11-15 s of `make run`'s 60 in the kernel).  So a full collection also
    runs when the live tensor bytes pass twice what the last backward or
    full collection left plus 256 MB -- with gradients on, and a graph the
    size of the last backward's alive, only past that size plus 256 MB, so

@@ -1238,18 +1238,12 @@ end
 -- `activation` option of `nn.BatchNorm2d` / `F.batch_norm`).
 M.BN_ACTIVATIONS = { relu = "relu", relu6 = "relu6" }
 
--- conv -> BN -> activation, a Sequential of the three; a relu or relu6 is
--- applied by the BN in the same op (one pass less, forward and backward)
-local function conv_bn_act(seq, x, act)
-  local f = M.BN_ACTIVATIONS[act]
-  if not f then return seq(x) end
-  return seq[2](seq[1](x), f)
-end
-
+-- expand and depthwise are conv -> BN -> activation Sequentials: a relu or
+-- relu6 runs in the BN's own op there (nn.BN_ACTIVATIONS)
 function MBConv:forward(x)
   local h = x
-  if self.expand then h = conv_bn_act(self.expand, h, self.act_name) end
-  h = conv_bn_act(self.depthwise, h, self.act_name)
+  if self.expand then h = self.expand(h) end
+  h = self.depthwise(h)
   if self.se then h = self.se(h) end
   h = self.project(h)
   if self.use_residual then h = h + x end

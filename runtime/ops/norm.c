@@ -520,8 +520,7 @@ static void bn_out_task(void *ctx, int64_t c0, int64_t c1, int ith) {
         for (int64_t n = 0; n < N; n++) {
             const float *xp = j->x + n * CS + c * S;
             float *yp = j->y + n * CS + c * S;
-            for (int64_t i = 0; i < S; i++) yp[i] = (xp[i] - m) * sc + sh;
-            act_apply(yp, S, j->act);
+            bn_apply_row(yp, xp, S, m, sc, sh, j->act);
         }
     }
 }

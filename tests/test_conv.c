@@ -832,8 +832,11 @@ static void test_sep_conv(void) {
         {19, 8, 14, 14, 8, 3, 1, 1, 1, 1},   {19, 16, 28, 28, 16, 5, 1, 2, 1, 1},
         {17, 12, 13, 11, 20, 3, 2, 1, 1, 1}, {18, 8, 16, 16, 8, 5, 2, 4, 2, 1},
         {5, 4, 9, 9, 6, 3, 1, 2, 2, 0},      {3, 6, 10, 10, 4, 3, 3, 1, 1, 1},
-        /* the channel-last engine (planes of up to 8 columns, strided ones
-           of up to 16): gather and scatter dX, one and two channel groups */
+        /* the channel-last engine (channels a multiple of 16, output rows
+           not a multiple of 16): gather and scatter dX, one and two
+           channel groups; the 28x28 case above goes there too, 16x16 with
+           16 channels stays on the row engine */
+        {7, 32, 14, 14, 32, 5, 1, 4, 2, 1},  {11, 16, 16, 16, 16, 3, 1, 1, 1, 1},
         {21, 16, 7, 7, 16, 3, 1, 1, 1, 1},   {9, 32, 7, 7, 24, 5, 1, 2, 1, 1},
         {7, 32, 7, 7, 32, 5, 1, 4, 2, 0},    {19, 16, 14, 14, 16, 3, 2, 1, 1, 1},
         {5, 16, 9, 9, 8, 5, 2, 2, 1, 1},     {3, 16, 4, 4, 16, 3, 1, 1, 1, 1},

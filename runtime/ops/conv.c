@@ -2494,6 +2494,7 @@ typedef struct {
     const float *wp, *gy; /* 1x1 weight [Co][C], output gradient */
     float *y, *partp;     /* output; dWp partials nblk x Co*C */
     int64_t Cop;
+    const float *wpT;     /* forward: wp as [C][rup(Co, 16)], zero columns past Co */
 } sepc_job;
 
 static int sepc_fusable(const cshape *sd) {
@@ -2505,10 +2506,58 @@ static int sepc_fusable(const cshape *sd) {
    and the dW accumulators [C][kk] in doubles) */
 static size_t sepc_scratch(const cshape *s, const dwcplan *q, int bwd) {
     size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(q->npix * s->C, VL);
-    if (!bwd) return pz + t + (size_t)q->npix * VL;
+    if (!bwd) return pz + t + (size_t)(q->npix > s->C ? q->npix : s->C) * VL;
     size_t zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : pz;
     return pz + zz + (size_t)(s->H * s->W) * VL + 2 * t + 2 * (size_t)(s->C * q->kk);
 }
+
+#if defined(__AVX512F__)
+/* y [Cop][npix] = Wp T for T channel-last [npix][C] (the depthwise
+   output as dwc_corr leaves it), 16 pixels at a time: the chunk's 16 x C
+   block transposed in registers into tt [C][16], then 16 output channels
+   per register tile, each FMA taking its weight wpT[c][co] as an
+   embedded broadcast, stored straight into the planes of y.  T never
+   goes through a [C][npix] copy, and no GEMM call per image. */
+static void pw_cl_nchw(const float *restrict T, int64_t npix, int64_t C,
+                       const float *restrict wpT, int64_t Cop, int64_t Cop16,
+                       float *restrict tt, float *restrict y) {
+    for (int64_t q0 = 0; q0 < npix; q0 += VL) {
+        int64_t nq;
+        const __mmask16 mk = chunk_mask(npix, q0, &nq);
+        for (int64_t c0 = 0; c0 < C; c0 += VL) {
+            __m512 r[16];
+            if (nq == VL)
+                for (int p = 0; p < VL; p++) r[p] = _mm512_loadu_ps(T + (q0 + p) * C + c0);
+            else
+                for (int p = 0; p < VL; p++)
+                    r[p] = p < nq ? _mm512_loadu_ps(T + (q0 + p) * C + c0) : _mm512_setzero_ps();
+            tr16(r);
+            for (int j = 0; j < VL; j++) _mm512_store_ps(tt + (c0 + j) * VL, r[j]);
+        }
+        for (int64_t co0 = 0; co0 < Cop16; co0 += VL) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+                   a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0,
+                   a15 = a0;
+            const float *w = wpT + co0;
+            for (int64_t c = 0; c < C; c++, w += Cop16) {
+                const __m512 v = _mm512_load_ps(tt + c * VL);
+#define PW_FMA(i) a##i = _mm512_fmadd_ps(_mm512_set1_ps(w[i]), v, a##i)
+                PW_FMA(0), PW_FMA(1), PW_FMA(2), PW_FMA(3), PW_FMA(4), PW_FMA(5), PW_FMA(6);
+                PW_FMA(7), PW_FMA(8), PW_FMA(9), PW_FMA(10), PW_FMA(11), PW_FMA(12);
+                PW_FMA(13), PW_FMA(14), PW_FMA(15);
+#undef PW_FMA
+            }
+            const __m512 a[16] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
+            const int nr = Cop - co0 < VL ? (int)(Cop - co0) : VL;
+            float *yo = y + co0 * npix + q0;
+            if (nr == VL && nq == VL)
+                for (int i = 0; i < VL; i++) _mm512_storeu_ps(yo + i * npix, a[i]);
+            else
+                for (int i = 0; i < nr; i++) _mm512_mask_storeu_ps(yo + i * npix, mk, a[i]);
+        }
+    }
+}
+#endif
 
 static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const sepc_job *J = ctx;
@@ -2520,6 +2569,13 @@ static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     float *P = nr_scratch(ith, D->scr), *T = P + pz, *Y = T + t;
     memset(P, 0, pz * sizeof(float));
     for (int64_t n = i0; n < i1; n++) {
+#if defined(__AVX512F__)
+        for (int64_t c0 = 0; c0 < s->C; c0 += VL) {
+            dwc_pack_group(D, P, n, c0);
+            dwc_corr(P, q->pb, npix, D->wT + c0 * q->kk, q->toff, q->kk, (vf16){0}, T + c0, s->C);
+        }
+        pw_cl_nchw(T, npix, s->C, J->wpT, J->Cop, rup(J->Cop, VL), Y, J->y + n * J->Cop * npix);
+#else
         for (int64_t c0 = 0; c0 < s->C; c0 += VL) {
             dwc_pack_group(D, P, n, c0);
             dwc_corr(P, q->pb, npix, D->wT + c0 * q->kk, q->toff, q->kk, (vf16){0}, Y, VL);
@@ -2527,6 +2583,7 @@ static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
         }
         nr_gemm(0, 0, J->Cop, npix, s->C, 1.0f, J->wp, s->C, T, npix, 0.0f,
                 J->y + n * J->Cop * npix, npix);
+#endif
     }
 }
 
@@ -2579,8 +2636,11 @@ static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, con
     dwcplan q;
     if (!dwc_plan(sd, &q)) return nr_seterror(NR_ENOMEM, "%s: out of memory", fn);
     const int64_t kk = q.kk, nblk = sd->N < 16 ? sd->N : 16;
+    const int64_t Cop16 = rup(Cop, VL);
     const size_t wsz = (size_t)rup(sd->C * kk, VL), scr = sepc_scratch(sd, &q, bwd);
-    float *wT = aligned_alloc(64, (bwd ? 2 : 1) * wsz * sizeof(float)); /* bwd: flipped too */
+    /* fwd: then wp transposed; bwd: then the flipped depthwise weights */
+    const size_t wsz2 = bwd ? wsz : (size_t)(sd->C * Cop16);
+    float *wT = aligned_alloc(64, (wsz + wsz2) * sizeof(float));
     double *part = gwd ? malloc((size_t)(nblk * sd->C * kk) * sizeof(double)) : NULL;
     float *partp = gwp ? malloc((size_t)(nblk * Cop * sd->C) * sizeof(float)) : NULL;
     nr_status st = prealloc_scratch(scr);
@@ -2588,10 +2648,16 @@ static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, con
         st = nr_seterror(NR_ENOMEM, "%s: out of memory", fn);
     if (st == NR_OK) {
         dwc_wpack(wd, sd->C, kk, 0, wT);
-        if (bwd) dwc_wpack(wd, sd->C, kk, 1, wT + wsz);
+        if (bwd) {
+            dwc_wpack(wd, sd->C, kk, 1, wT + wsz);
+        } else {
+            for (int64_t c = 0; c < sd->C; c++)
+                for (int64_t co = 0; co < Cop16; co++)
+                    wT[wsz + c * Cop16 + co] = co < Cop ? wp[co * sd->C + c] : 0.0f;
+        }
         sepc_job J = {{sd, &q, x, NULL, gy, wT, bwd ? wT + wsz : NULL, NULL, gx, part, nblk, scr,
                        relu, gx_fresh},
-                      wp, gy, y, partp, Cop};
+                      wp, gy, y, partp, Cop, bwd ? NULL : wT + wsz};
         if (!bwd) {
             nr_parallel_for(sd->N, 1, sepc_fwd_task, &J);
         } else {

@@ -334,11 +334,20 @@ function Module:named_children()
   return out
 end
 
+-- The children in order, straight from the fields: what children() gives,
+-- without the {name, module} pairs (forwards ask for them on every call).
+local function child_list(self)
+  local out = {}
+  for _, name in ipairs(rawget(self, "_child_names")) do
+    local m = rawget(self, name)
+    if m ~= nil then out[#out + 1] = m end
+  end
+  return out
+end
+
 --- Direct children as a list.
 function Module:children()
-  local out = {}
-  for _, nm in ipairs(self:named_children()) do out[#out + 1] = nm[2] end
-  return out
+  return child_list(self)
 end
 
 --- Every module of the tree, pre-order (self first), each once, as a list
@@ -357,8 +366,9 @@ function Module:named_modules(prefix, memo)
     if memo[m] then return end
     memo[m] = true
     out[#out + 1] = { p, m }
-    for _, nm in ipairs(m:named_children()) do
-      walk(nm[2], p == "" and nm[1] or (p .. "." .. nm[1]))
+    for _, name in ipairs(rawget(m, "_child_names")) do
+      local c = rawget(m, name)
+      if c ~= nil then walk(c, p == "" and name or (p .. "." .. name)) end
     end
   end
   walk(self, prefix)

@@ -968,12 +968,15 @@ typedef struct {
     int64_t *mem;
 } dwcplan;
 
-/* Output rows of up to 8 (stride 1: from 14 on the row engine is as fast),
-   strided ones of up to 16 (measured on [128,96,28,28] s2: 15-40% faster). */
+/* The shapes the engine can take: depthwise, 16k channels. */
 static int dwc_fits(const cshape *s) {
     return s->G == s->C && s->Co == s->C && s->C % VL == 0 && s->W <= 64 && s->kh * s->kw <= 256;
 }
 
+/* The shapes a lone depthwise conv takes it for: output rows of up to 8
+   (stride 1: from 14 on the row engine is as fast), strided ones of up to
+   16 (measured on [128,96,28,28] s2: 15-40% faster).  Fused into
+   sep_conv2d it takes more (sepc_fusable). */
 static int dwc_usable(const cshape *s) {
     return dwc_fits(s) && (s->OW <= 8 || (s->sw > 1 && s->OW <= 16));
 }
@@ -2477,9 +2480,10 @@ static void sep_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
    rows that do not fill whole 16-lane vectors: the 28x28, 14x14 and 7x7
    planes of the DARTS and AGNAS search networks): per image, each 16-channel
    group's depthwise output stays in the thread's scratch up to the 1x1
-   GEMM, y_n = Wp t_n (t_n unpacked to [C][pix] there: OpenBLAS takes a
-   row-major A B^T of these sizes off its small-matrix kernels, 1.3x
-   slower than the unpack and A B).  Backward, t_n is recomputed as T
+   conv, y_n = Wp t_n: with AVX-512 pw_cl_nchw, which takes t_n as it
+   comes ([pix][C]); else t_n unpacked to [C][pix] and sgemm (OpenBLAS
+   takes a row-major A B^T of these sizes off its small-matrix kernels,
+   1.3x slower than the unpack and A B).  Backward, t_n is recomputed as T
    [pix][C] (each group's lanes at column c0), dT = g_n^T Wp comes out
    channel-last as the depthwise backward reads it, and dWp += g_n T.
    Unfused, t was written out as [C][pix] and read back, and backward
@@ -2566,7 +2570,7 @@ static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const dwcplan *q = D->q;
     const int64_t npix = q->npix;
     const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * s->C, VL);
-    float *P = nr_scratch(ith, D->scr), *T = P + pz, *Y = T + t;
+    float *P = nr_scratch(ith, D->scr), *T = P + pz, *Y = T + t; /* Y: pw_cl_nchw's tt */
     memset(P, 0, pz * sizeof(float));
     for (int64_t n = i0; n < i1; n++) {
 #if defined(__AVX512F__)

@@ -334,20 +334,16 @@ function Module:named_children()
   return out
 end
 
--- The children in order, straight from the fields: what children() gives,
--- without the {name, module} pairs (forwards ask for them on every call).
-local function child_list(self)
+--- Direct children as a list.
+function Module:children()
+  -- straight from the fields, without named_children's {name, module}
+  -- pairs: forwards ask for them on every call
   local out = {}
   for _, name in ipairs(rawget(self, "_child_names")) do
     local m = rawget(self, name)
     if m ~= nil then out[#out + 1] = m end
   end
   return out
-end
-
---- Direct children as a list.
-function Module:children()
-  return child_list(self)
 end
 
 --- Every module of the tree, pre-order (self first), each once, as a list

@@ -1815,11 +1815,14 @@ static void reduce_t_task(void *ctx, int64_t r0, int64_t r1, int ith) {
     }
 }
 
-/* The grid kernel's packing: wp [ceil(Co/MR)][K][MR], zero rows past Co. */
-static void grid_pack(float *wp, int64_t Co, int64_t K, const float *w, int64_t ldw) {
-    for (int64_t co = 0; co < rup(Co, MR); co++)
+/* Weights in tiles of `tile` output channels: wp [ceil(Co/tile)][K][tile]
+   from rows w[co * ldw + k], zero rows past Co (the grid kernel's packing
+   with tile MR, pw_cl_nchw's with 16). */
+static void tile_pack(float *wp, int64_t Co, int64_t K, const float *w, int64_t ldw,
+                      int64_t tile) {
+    for (int64_t co = 0; co < rup(Co, tile); co++)
         for (int64_t k = 0; k < K; k++)
-            wp[(co / MR) * K * MR + k * MR + co % MR] = co < Co ? w[co * ldw + k] : 0.0f;
+            wp[(co / tile) * K * tile + k * tile + co % tile] = co < Co ? w[co * ldw + k] : 0.0f;
 }
 
 /* Channel vectors per tile for Co channels: 2 when Co is a multiple of 32,
@@ -1878,7 +1881,7 @@ static int dplan_make(const cshape *s, const float *w, int bwd, dplan *pl) {
             if (pl->fcv)
                 cv_pack(pl->wp + g * pl->wpg, s->Cog, K, pl->fcv, wg, K);
             else
-                grid_pack(pl->wp + g * pl->wpg, s->Cog, K, wg, K);
+                tile_pack(pl->wp + g * pl->wpg, s->Cog, K, wg, K, MR);
         }
         return 1;
     }
@@ -1903,7 +1906,7 @@ static int dplan_make(const cshape *s, const float *w, int bwd, dplan *pl) {
             if (pl->tcv)
                 cv_pack(pl->wtp + g * pl->wtpg, s->Cg, Kt, pl->tcv, wt, Kt);
             else
-                grid_pack(pl->wtp + g * pl->wtpg, s->Cg, Kt, wt, Kt);
+                tile_pack(pl->wtp + g * pl->wtpg, s->Cg, Kt, wt, Kt, MR);
         }
         free(wt);
     } else {
@@ -2498,7 +2501,7 @@ typedef struct {
     const float *wp, *gy; /* 1x1 weight [Co][C], output gradient */
     float *y, *partp;     /* output; dWp partials nblk x Co*C */
     int64_t Cop;
-    const float *wpT;     /* forward: wp as [C][rup(Co, 16)], zero columns past Co */
+    const float *wpT;     /* forward: wp as tile_pack's [ceil(Co/16)][C][16] */
 } sepc_job;
 
 static int sepc_fusable(const cshape *sd) {
@@ -2519,12 +2522,13 @@ static size_t sepc_scratch(const cshape *s, const dwcplan *q, int bwd) {
 /* y [Cop][npix] = Wp T for T channel-last [npix][C] (the depthwise
    output as dwc_corr leaves it), 16 pixels at a time: the chunk's 16 x C
    block transposed in registers into tt [C][16], then 16 output channels
-   per register tile, each FMA taking its weight wpT[c][co] as an
-   embedded broadcast, stored straight into the planes of y.  T never
+   per register tile (wpT: tile_pack's [ceil(Cop/16)][C][16]), each FMA
+   taking its weight as an embedded broadcast, stored straight into the
+   planes of y.  T never
    goes through a [C][npix] copy, and no GEMM call per image. */
 static void pw_cl_nchw(const float *restrict T, int64_t npix, int64_t C,
-                       const float *restrict wpT, int64_t Cop, int64_t Cop16,
-                       float *restrict tt, float *restrict y) {
+                       const float *restrict wpT, int64_t Cop, float *restrict tt,
+                       float *restrict y) {
     for (int64_t q0 = 0; q0 < npix; q0 += VL) {
         int64_t nq;
         const __mmask16 mk = chunk_mask(npix, q0, &nq);
@@ -2538,12 +2542,12 @@ static void pw_cl_nchw(const float *restrict T, int64_t npix, int64_t C,
             tr16(r);
             for (int j = 0; j < VL; j++) _mm512_store_ps(tt + (c0 + j) * VL, r[j]);
         }
-        for (int64_t co0 = 0; co0 < Cop16; co0 += VL) {
+        for (int64_t co0 = 0; co0 < Cop; co0 += VL) {
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
                    a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0,
                    a15 = a0;
-            const float *w = wpT + co0;
-            for (int64_t c = 0; c < C; c++, w += Cop16) {
+            const float *w = wpT + co0 * C;
+            for (int64_t c = 0; c < C; c++, w += VL) {
                 const __m512 v = _mm512_load_ps(tt + c * VL);
 #define PW_FMA(i) a##i = _mm512_fmadd_ps(_mm512_set1_ps(w[i]), v, a##i)
                 PW_FMA(0), PW_FMA(1), PW_FMA(2), PW_FMA(3), PW_FMA(4), PW_FMA(5), PW_FMA(6);
@@ -2578,7 +2582,7 @@ static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
             dwc_pack_group(D, P, n, c0);
             dwc_corr(P, q->pb, npix, D->wT + c0 * q->kk, q->toff, q->kk, (vf16){0}, T + c0, s->C);
         }
-        pw_cl_nchw(T, npix, s->C, J->wpT, J->Cop, rup(J->Cop, VL), Y, J->y + n * J->Cop * npix);
+        pw_cl_nchw(T, npix, s->C, J->wpT, J->Cop, Y, J->y + n * J->Cop * npix);
 #else
         for (int64_t c0 = 0; c0 < s->C; c0 += VL) {
             dwc_pack_group(D, P, n, c0);
@@ -2640,10 +2644,9 @@ static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, con
     dwcplan q;
     if (!dwc_plan(sd, &q)) return nr_seterror(NR_ENOMEM, "%s: out of memory", fn);
     const int64_t kk = q.kk, nblk = sd->N < 16 ? sd->N : 16;
-    const int64_t Cop16 = rup(Cop, VL);
     const size_t wsz = (size_t)rup(sd->C * kk, VL), scr = sepc_scratch(sd, &q, bwd);
-    /* fwd: then wp transposed; bwd: then the flipped depthwise weights */
-    const size_t wsz2 = bwd ? wsz : (size_t)(sd->C * Cop16);
+    /* fwd: then wp packed for pw_cl_nchw; bwd: then the flipped depthwise weights */
+    const size_t wsz2 = bwd ? wsz : (size_t)(sd->C * rup(Cop, VL));
     float *wT = aligned_alloc(64, (wsz + wsz2) * sizeof(float));
     double *part = gwd ? malloc((size_t)(nblk * sd->C * kk) * sizeof(double)) : NULL;
     float *partp = gwp ? malloc((size_t)(nblk * Cop * sd->C) * sizeof(float)) : NULL;
@@ -2655,9 +2658,9 @@ static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, con
         if (bwd) {
             dwc_wpack(wd, sd->C, kk, 1, wT + wsz);
         } else {
-            for (int64_t c = 0; c < sd->C; c++)
-                for (int64_t co = 0; co < Cop16; co++)
-                    wT[wsz + c * Cop16 + co] = co < Cop ? wp[co * sd->C + c] : 0.0f;
+#if defined(__AVX512F__)
+            tile_pack(wT + wsz, Cop, sd->C, wp, sd->C, VL);
+#endif
         }
         sepc_job J = {{sd, &q, x, NULL, gy, wT, bwd ? wT + wsz : NULL, NULL, gx, part, nblk, scr,
                        relu, gx_fresh},

@@ -85,6 +85,31 @@ static int l_sep_conv2d(lua_State *L) {
     return 1;
 }
 
+/* F.sep_block(x, wd1, wp1, wd2, wp2, running_mean, running_var,
+   {stride=1, padding=0, dilation=1, momentum=0.1, eps=1e-5}): DARTS'
+   SepConv up to its last batch norm (relu, depthwise, 1x1, batch norm with
+   batch statistics and no affine, relu, depthwise stride 1, 1x1) in one op. */
+static int l_sep_block(lua_State *L) {
+    static const char *const opts[] = {"stride", "padding", "dilation", "momentum", "eps", NULL};
+    nr_tensor *t[5];
+    for (int i = 0; i < 5; i++) t[i] = nrL_checktensor(L, i + 1);
+    nr_tensor *rm = nrL_opttensor(L, 6);
+    nr_tensor *rv = nrL_opttensor(L, 7);
+    nrL_checkopts(L, 8, "sep_block", opts);
+    nr_conv_params p;
+    nrL_optpair_field(L, 8, "stride", 1, p.stride, "sep_block");
+    nrL_optpair_field(L, 8, "padding", 0, p.padding, "sep_block");
+    nrL_optpair_field(L, 8, "dilation", 1, p.dilation, "sep_block");
+    p.groups = t[0]->ndim == 4 ? t[0]->ne[1] : 1;
+    double momentum = nrL_optnum_field(L, 8, "momentum", 0.1, "sep_block");
+    double eps = nrL_optnum_field(L, 8, "eps", 1e-5, "sep_block");
+    nr_tensor *out = NULL;
+    nr_status st = nr_sep_block(&out, t[0], t[1], t[2], t[3], t[4], &p, rm, rv, momentum, eps);
+    if (st != NR_OK) return nrL_raise(L, st);
+    nrL_pushtensor(L, out);
+    return 1;
+}
+
 /* Pooling options: the second argument is the options table, or just the
    kernel size (a number or {h, w}).  stride defaults to the kernel. */
 static void pool_opts(lua_State *L, const char *fn, int avg, nr_pool_params *p) {
@@ -174,6 +199,7 @@ static int l_adaptive_avg_pool2d(lua_State *L) {
 static const luaL_Reg conv_funcs[] = {
     {"conv2d", l_conv2d},
     {"sep_conv2d", l_sep_conv2d},
+    {"sep_block", l_sep_block},
     {"max_pool2d", l_max_pool2d},
     {"avg_pool2d", l_avg_pool2d},
     {"adaptive_avg_pool2d", l_adaptive_avg_pool2d},

@@ -317,6 +317,17 @@ NR_API nr_status nr_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor 
 NR_API nr_status nr_sep_conv2d(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd,
                                const nr_tensor *wp, const nr_conv_params *p, int relu);
 
+/* DARTS' SepConv body up to its last batch norm: relu -> depthwise wd1
+   (stride, padding, dilation of p) -> 1x1 wp1 [C,C,1,1] -> batch norm
+   (affine=false, batch statistics; running_mean/var updated when given)
+   -> relu -> depthwise wd2 (stride 1) -> 1x1 wp2 [Co,C,1,1], as one op
+   (the same numbers as nr_sep_conv2d, nr_batch_norm, nr_sep_conv2d, which
+   it runs where its fused engine does not apply). */
+NR_API nr_status nr_sep_block(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd1,
+                              const nr_tensor *wp1, const nr_tensor *wd2, const nr_tensor *wp2,
+                              const nr_conv_params *p, nr_tensor *running_mean,
+                              nr_tensor *running_var, double momentum, double eps);
+
 typedef struct {
     int64_t kernel[2], stride[2], padding[2];
     int count_include_pad;

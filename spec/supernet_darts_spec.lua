@@ -203,8 +203,10 @@ describe("nasrt.supernet.darts", function()
     enet:train()
     local a = snet(x, arch)
     local b = enet(x)
-    -- bit-identical: x*1 and +0 are exact, and both run the same kernels
-    assert.allclose(a, b, 0)
+    -- x*1 and +0 are exact, but the search network's SepConvs (batch norm
+    -- without affine) on 16 channels run as F.sep_block, whose statistics
+    -- round differently from the discrete network's three ops
+    assert.allclose(a, b, 1e-5)
     -- the genotype read back from one-hot alphas is the same genotype
     local big = function(W) return nasrt.no_grad(function() return W * 20 end):totable() end
     snet:set_alphas { normal = big(arch.normal), reduce = big(arch.reduce) }

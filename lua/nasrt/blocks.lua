@@ -315,10 +315,49 @@ end
 -- another activation (the fused op applies its own ReLU).
 M.fuse_sep_conv = true
 
+-- A batch norm the middle of a SepConv can fold into `F.sep_block`: no
+-- affine, batch statistics (training), its own forward.
+local function is_plain_bn(b)
+  return getmetatable(b) == nn.BatchNorm2d and rawget(b, "forward") == nil and b.training
+    and b.weight == nil and b.bias == nil
+end
+
+-- ReLU, depthwise, 1x1 C->C, such a batch norm, ReLU, depthwise (stride 1,
+-- the same kernel, padding and dilation), 1x1 at ch[i .. i+6]: the body of a
+-- SepConv up to its last batch norm, one `F.sep_block`.  Returns its output
+-- or nil.
+local function sep_block(ch, i, x)
+  local r1, d1, p1, bn, r2, d2, p2 = table.unpack(ch, i, i + 6)
+  if not (p2 and getmetatable(r1) == nn.ReLU and getmetatable(r2) == nn.ReLU and is_dw(d1)
+      and is_pw(p1, d1) and p1.out_channels == d1.in_channels and is_plain_bn(bn)
+      and bn.num_features == p1.out_channels and is_dw(d2) and is_pw(p2, d2)
+      and d2.in_channels == d1.in_channels and d2.stride[1] == 1 and d2.stride[2] == 1) then
+    return nil
+  end
+  for j = 1, 2 do
+    if d2.kernel_size[j] ~= d1.kernel_size[j] or d2.padding[j] ~= d1.padding[j]
+        or d2.dilation[j] ~= d1.dilation[j] then
+      return nil
+    end
+  end
+  local rm, rv, momentum = nil, nil, bn.momentum or 0.0
+  if bn.track_running_stats then
+    local nbt = bn.num_batches_tracked
+    nbt:add_(1)
+    if bn.momentum == nil then momentum = 1.0 / nbt:item() end
+    rm, rv = bn.running_mean, bn.running_var
+  end
+  return F.sep_block(x, d1.weight, p1.weight, d2.weight, p2.weight, rm, rv,
+    { stride = d1.stride, padding = d1.padding, dilation = d1.dilation, momentum = momentum,
+      eps = bn.eps })
+end
+
 -- Sequential forward in which each run of [ReLU,] depthwise conv, 1x1 conv
 -- is one `F.sep_conv2d`: the same numbers, but the tape keeps only the
 -- run's input (backward recomputes the ReLU and depthwise outputs), which
--- halves what a DARTS search step holds.  Other children run as they are.
+-- halves what a DARTS search step holds.  A SepConv's two halves with the
+-- batch norm between them (training, no affine) are one `F.sep_block`.
+-- Other children run as they are.
 local function fused_forward(self, x, upto, ch)
   ch = ch or self:children()
   upto = upto or #ch
@@ -332,7 +371,11 @@ local function fused_forward(self, x, upto, ch)
     local relu = getmetatable(m) == nn.ReLU
     local d = relu and ch[i + 1] or m
     local p = relu and ch[i + 2] or ch[i + 1]
-    if d and p and (relu and i + 2 or i + 1) <= upto and is_dw(d) and is_pw(p, d) then
+    local y = i + 6 <= upto and relu and sep_block(ch, i, x)
+    if y then
+      x = y
+      i = i + 7
+    elseif d and p and (relu and i + 2 or i + 1) <= upto and is_dw(d) and is_pw(p, d) then
       x = F.sep_conv2d(x, d.weight, p.weight,
         { stride = d.stride, padding = d.padding, dilation = d.dilation, relu = relu })
       i = i + (relu and 3 or 2)

@@ -29,9 +29,11 @@
 #include "nasrt.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "vec.h"
 
 typedef struct {
@@ -2863,4 +2865,504 @@ done:
     }
     *out = y;
     return NR_OK;
+}
+
+/* ------------------------------------------------------------ sep_block */
+
+/* DARTS' SepConv body up to its last batch norm as one op: relu, depthwise
+   k x k (stride s), 1x1 C->C, batch norm (affine=false, batch statistics),
+   relu, depthwise k x k (stride 1), 1x1 C->Co.  Apart, the middle batch
+   norm is two passes of its own over y1 forward (statistics, then the
+   normalised output written out, which the second half reads and packs to
+   channel-last again) and two backward (its dots, then dx written out,
+   which the first half reads); and the second half's backward unpacks its
+   dx to NCHW for the batch norm to read.  Here y1 is kept channel-last
+   ([N][OH*OW][C], as the 1x1 conv leaves it: no transposes), its
+   statistics come from each image's output while it is in L2, the second
+   half normalises as it packs, its backward leaves the gradient channel-
+   last with the batch norm's dots taken on the way, and the first half's
+   backward forms the batch norm's dx image by image as it reads it.  Only
+   on the channel-last engine (AVX-512, 16k channels, both halves
+   sepc_fusable, "same" padding in the second half) and unsynchronised
+   batch norm; elsewhere the three ops run one after the other. */
+#if defined(__AVX512F__)
+typedef struct {
+    dwc_job d1, d2;         /* the depthwise halves (d1: x, relu, dx; d2: weights) */
+    const float *wp1T;      /* wp1 as [ci][co] (forward: y1 = T wp1^T) */
+    const float *wp1, *wp2; /* [C][C], [Co][C] */
+    const float *wp2T;      /* forward: wp2 as tile_pack's [ceil(Co/16)][C][16] */
+    float *y1;              /* [N][npix1][C] */
+    float *y;               /* forward output [N][Co][npix2] */
+    const float *gy;        /* backward: gradient of y */
+    float *gz;              /* backward: [N][npix1][C], through the ReLU mask */
+    const float *mf, *isf;  /* [C] mean and 1/std, floats */
+    const float *k;         /* backward: [3][C] dx coefficients of the batch norm */
+    double *st;             /* forward: [N][2][C] image sums and squared deviations;
+                               backward: [nblk][2][C] sum g, sum g * xhat */
+    double *pd1, *pd2;      /* dWd partials [nblk][C*kk] */
+    float *pp1, *pp2;       /* dWp partials [nblk][C*C], [nblk][Co*C] */
+    int64_t C, Co, nblk;
+} sb_job;
+
+static int sb_fusable(const cshape *s1, const cshape *s2) {
+    return !nr_dist_sync_bn() && sepc_fusable(s1) && sepc_fusable(s2) && s1->Co == s1->C &&
+           s2->OH == s2->H && s2->OW == s2->W && s2->dh * (s2->kh - 1) >= s2->ph &&
+           s2->dw * (s2->kw - 1) >= s2->pw && s1->N * s1->OH * s1->OW > 1;
+}
+
+/* channels c0 .. c0+15 of image n of y1, normalised and ReLU'd, into the
+   interior of the second half's padded buffer */
+static void sb_pack(const sb_job *J, float *P, int64_t n, int64_t c0) {
+    const cshape *s = J->d2.s;
+    const int64_t Wp = J->d2.q->Wp, C = J->C;
+    const float *src = J->y1 + n * s->H * s->W * C + c0;
+    const vf16 m = VLD(J->mf + c0), is = VLD(J->isf + c0), zero = {0};
+    for (int64_t h = 0; h < s->H; h++) {
+        float *d = P + ((h + s->ph) * Wp + s->pw) * VL;
+        const float *r = src + h * s->W * C;
+        for (int64_t w = 0; w < s->W; w++) {
+            vf16 v = (VLD(r + w * C) - m) * is;
+            VST(d + w * VL, (vf16)_mm512_max_ps((__m512)v, (__m512)zero));
+        }
+    }
+}
+
+/* forward, first half: y1 of image n channel-last, its per-channel sum and
+   squared deviations from its own mean (two passes while it is in L2) */
+static void sb_fwd1_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    const sb_job *J = ctx;
+    const dwc_job *D = &J->d1;
+    const dwcplan *q = D->q;
+    const int64_t C = J->C, npix = q->npix, kk = q->kk;
+    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL);
+    float *P = nr_scratch(ith, D->scr), *T = P + pz;
+    memset(P, 0, pz * sizeof(float));
+    for (int64_t n = i0; n < i1; n++) {
+        for (int64_t c0 = 0; c0 < C; c0 += VL) {
+            dwc_pack_group(D, P, n, c0);
+            dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
+        }
+        float *y1 = J->y1 + n * npix * C;
+        nr_gemm(0, 0, npix, C, C, 1.0f, T, C, J->wp1T, C, 0.0f, y1, C);
+        double *st = J->st + n * 2 * C;
+        for (int64_t c0 = 0; c0 < C; c0 += VL) {
+            vf16 s = {0}, d2 = {0};
+            for (int64_t p = 0; p < npix; p++) s += VLD(y1 + p * C + c0);
+            vf16 m;
+            for (int j = 0; j < VL; j++) {
+                st[c0 + j] = (double)s[j];
+                m[j] = (float)((double)s[j] / (double)npix);
+            }
+            for (int64_t p = 0; p < npix; p++) {
+                vf16 v = VLD(y1 + p * C + c0) - m;
+                d2 += v * v;
+            }
+            for (int j = 0; j < VL; j++) st[C + c0 + j] = (double)d2[j];
+        }
+    }
+}
+
+static void sb_fwd2_task(void *ctx, int64_t i0, int64_t i1, int ith) {
+    const sb_job *J = ctx;
+    const dwc_job *D = &J->d2;
+    const dwcplan *q = D->q;
+    const int64_t C = J->C, npix = q->npix, kk = q->kk;
+    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
+    float *P = nr_scratch(ith, D->scr), *T = P + pz, *tt = T + t;
+    memset(P, 0, pz * sizeof(float));
+    for (int64_t n = i0; n < i1; n++) {
+        for (int64_t c0 = 0; c0 < C; c0 += VL) {
+            sb_pack(J, P, n, c0);
+            dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
+        }
+        pw_cl_nchw(T, npix, C, J->wp2T, J->Co, tt, J->y + n * J->Co * npix);
+    }
+}
+
+/* backward, second half, over image blocks: dWd2, dWp2 partials, and the
+   gradient of the batch norm's output through the ReLU mask, channel-last
+   into gz, with its per-channel sum and dot with xhat (per block) */
+static void sb_bwd2_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    const sb_job *J = ctx;
+    const dwc_job *D = &J->d2;
+    const cshape *s = D->s;
+    const dwcplan *q = D->q;
+    const int64_t C = J->C, Co = J->Co, npix = q->npix, kk = q->kk;
+    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
+    const size_t zz = (size_t)rup(q->Hz * q->Wz * VL, VL);
+    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *T = Z + zz + (s->H * s->W) * VL, *GT = T + t;
+    double *dacc = (double *)(GT + t);
+    memset(P, 0, pz * sizeof(float));
+    memset(Z, 0, zz * sizeof(float));
+    float *Zin = Z + (q->qh * q->Wz + q->qw) * VL;
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
+        double *pd = J->pd2 ? J->pd2 + blk * C * kk : NULL, *st = J->st + blk * 2 * C;
+        float *pp = J->pp2 ? J->pp2 + blk * Co * C : NULL;
+        if (pd) memset(dacc, 0, (size_t)(C * kk) * sizeof(double));
+        for (int64_t c = 0; c < 2 * C; c++) st[c] = 0.0;
+        for (int64_t n = n0; n < n1; n++) {
+            const float *gn = J->gy + n * Co * npix;
+            nr_gemm(1, 0, npix, C, Co, 1.0f, gn, npix, J->wp2, C, 0.0f, GT, C);
+            for (int64_t c0 = 0; c0 < C; c0 += VL) {
+                sb_pack(J, P, n, c0);
+                if (pp) dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
+                if (pd) dwc_wgrad(P, q->pb, npix, GT + c0, C, q->toff, kk, dacc + c0 * kk);
+                if (!J->gz) continue;
+                for (int64_t oh = 0; oh < s->OH; oh++)
+                    for (int64_t ow = 0; ow < s->OW; ow++)
+                        VST(Zin + (oh * q->Wz + ow) * VL, VLD(GT + (oh * s->OW + ow) * C + c0));
+                float *g = J->gz + n * npix * C + c0;
+                const float *y1 = J->y1 + n * npix * C + c0;
+                dwc_corr(Z, q->zb, npix, D->wTf + c0 * kk, q->zoff, kk, (vf16){0}, g, C);
+                const vf16 m = VLD(J->mf + c0), is = VLD(J->isf + c0), zero = {0};
+                vf16 sg = {0}, sgx = {0};
+                for (int64_t p = 0; p < npix; p++) {
+                    vf16 xh = (VLD(y1 + p * C) - m) * is, v = VLD(g + p * C);
+                    v = (vf16)_mm512_maskz_mov_ps(
+                        _mm512_cmp_ps_mask((__m512)xh, (__m512)zero, _CMP_GT_OQ), (__m512)v);
+                    VST(g + p * C, v);
+                    sg += v, sgx += v * xh;
+                }
+                for (int j = 0; j < VL; j++) st[c0 + j] += (double)sg[j], st[C + c0 + j] += (double)sgx[j];
+            }
+            if (pp) nr_gemm(0, 0, Co, C, npix, 1.0f, gn, npix, T, C, n == n0 ? 0.0f : 1.0f, pp, C);
+        }
+        if (pd)
+            for (int64_t c0 = 0; c0 < C; c0 += VL)
+                for (int64_t k = 0; k < kk; k++)
+                    for (int j = 0; j < VL; j++) pd[(c0 + j) * kk + k] = dacc[c0 * kk + k * VL + j];
+    }
+}
+
+/* backward, first half: per image the batch norm's dx g1 = k0 gz +
+   k1 (y1 - mean) + k2 (channel-last, in scratch), then the first half's
+   backward from it: dx (NCHW, through relu(x)'s mask), dWd1, dWp1 */
+static void sb_bwd1_task(void *ctx, int64_t b0, int64_t b1, int ith) {
+    const sb_job *J = ctx;
+    const dwc_job *D = &J->d1;
+    const cshape *s = D->s;
+    const dwcplan *q = D->q;
+    const int64_t C = J->C, npix = q->npix, kk = q->kk;
+    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
+    const size_t zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : pz;
+    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *X = Z + zz;
+    float *T = X + (s->H * s->W) * VL, *GT = T + t;
+    double *dacc = (double *)(GT + t);
+    float *G1 = (float *)(dacc + C * kk);
+    memset(P, 0, pz * sizeof(float));
+    if (q->gather) memset(Z, 0, zz * sizeof(float));
+    for (int64_t blk = b0; blk < b1; blk++) {
+        int64_t n0 = s->N * blk / J->nblk, n1 = s->N * (blk + 1) / J->nblk;
+        double *pd = J->pd1 ? J->pd1 + blk * C * kk : NULL;
+        float *pp = J->pp1 ? J->pp1 + blk * C * C : NULL;
+        if (pd) memset(dacc, 0, (size_t)(C * kk) * sizeof(double));
+        for (int64_t n = n0; n < n1; n++) {
+            const float *gz = J->gz + n * npix * C, *y1 = J->y1 + n * npix * C;
+            for (int64_t c0 = 0; c0 < C; c0 += VL) {
+                const vf16 k0 = VLD(J->k + c0), k1 = VLD(J->k + C + c0), k2 = VLD(J->k + 2 * C + c0);
+                const vf16 m = VLD(J->mf + c0);
+                for (int64_t p = 0; p < npix; p++)
+                    VST(G1 + p * C + c0,
+                        k0 * VLD(gz + p * C + c0) + k1 * (VLD(y1 + p * C + c0) - m) + k2);
+            }
+            nr_gemm(0, 0, npix, C, C, 1.0f, G1, C, J->wp1, C, 0.0f, GT, C);
+            for (int64_t c0 = 0; c0 < C; c0 += VL) {
+                if (pd || pp) dwc_pack_group(D, P, n, c0);
+                if (pp) dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
+                if (pd) dwc_wgrad(P, q->pb, npix, GT + c0, C, q->toff, kk, dacc + c0 * kk);
+                if (D->gx) dwc_dx_group(D, Z, X, GT + c0, C, n, c0);
+            }
+            if (pp) nr_gemm(1, 0, C, C, npix, 1.0f, G1, C, T, C, n == n0 ? 0.0f : 1.0f, pp, C);
+        }
+        if (pd)
+            for (int64_t c0 = 0; c0 < C; c0 += VL)
+                for (int64_t k = 0; k < kk; k++)
+                    for (int j = 0; j < VL; j++) pd[(c0 + j) * kk + k] = dacc[c0 * kk + k * VL + j];
+    }
+}
+#endif
+
+/* the two halves' shapes: x [N,C,H,W] -> y1 [N,C,OH,OW] -> y [N,Co,OH,OW] */
+static void sb_shapes(const nr_node *nd, const nr_tensor *x, const nr_tensor *wd1,
+                      const nr_tensor *wd2, cshape *s1, cshape *s2) {
+    nr_node t = *nd;
+    load_shape(&t, x, wd1, s1);
+    t.p.i[0] = t.p.i[1] = 1;
+    load_shape(&t, x, wd2, s2);
+    s2->H = s1->OH, s2->W = s1->OW;
+    s2->OH = (s2->H + 2 * s2->ph - s2->dh * (s2->kh - 1) - 1) + 1;
+    s2->OW = (s2->W + 2 * s2->pw - s2->dw * (s2->kw - 1) - 1) + 1;
+}
+
+#if defined(__AVX512F__)
+/* the halves' plans, the packed weights, the scratch every phase fits in */
+typedef struct {
+    dwcplan q1, q2;
+    float *w;     /* wd1, wd2 packed and flipped, wp1T, wp2T */
+    size_t scr;
+} sb_plan;
+
+static nr_status sb_plan_make(const cshape *s1, const cshape *s2, const float *wd1,
+                              const float *wd2, const float *wp1, const float *wp2, int64_t Co,
+                              sb_plan *pl, sb_job *J) {
+    memset(pl, 0, sizeof *pl);
+    if (!dwc_plan(s1, &pl->q1)) return nr_seterror(NR_ENOMEM, "sep_block: out of memory");
+    if (!dwc_plan(s2, &pl->q2)) {
+        free(pl->q1.mem);
+        pl->q1.mem = NULL;
+        return nr_seterror(NR_ENOMEM, "sep_block: out of memory");
+    }
+    const int64_t C = s1->C, k1 = pl->q1.kk, k2 = pl->q2.kk;
+    const size_t w1 = (size_t)rup(C * k1, VL), w2 = (size_t)rup(C * k2, VL);
+    const size_t cc = (size_t)(C * C), ct = (size_t)(C * rup(Co, VL));
+    pl->w = aligned_alloc(64, (2 * w1 + 2 * w2 + cc + ct) * sizeof(float));
+    size_t t1 = (size_t)rup(pl->q1.npix * C, VL);
+    size_t a = (size_t)rup(pl->q1.Hp * pl->q1.Wp * VL, VL) + t1;
+    size_t b = sepc_scratch(s2, &pl->q2, 0), c = sepc_scratch(s2, &pl->q2, 1);
+    size_t d = sepc_scratch(s1, &pl->q1, 1) + t1;
+    pl->scr = a > b ? a : b;
+    if (c > pl->scr) pl->scr = c;
+    if (d > pl->scr) pl->scr = d;
+    nr_status st = pl->w ? prealloc_scratch(pl->scr)
+                         : nr_seterror(NR_ENOMEM, "sep_block: out of memory");
+    if (st != NR_OK) return st;
+    float *w = pl->w;
+    dwc_wpack(wd1, C, k1, 0, w);
+    dwc_wpack(wd1, C, k1, 1, w + w1);
+    dwc_wpack(wd2, C, k2, 0, w + 2 * w1);
+    dwc_wpack(wd2, C, k2, 1, w + 2 * w1 + w2);
+    float *wp1T = w + 2 * w1 + 2 * w2;
+    for (int64_t co = 0; co < C; co++)
+        for (int64_t ci = 0; ci < C; ci++) wp1T[ci * C + co] = wp1[co * C + ci];
+    tile_pack(wp1T + cc, Co, C, wp2, C, VL);
+    memset(J, 0, sizeof *J);
+    J->d1 = (dwc_job){s1, &pl->q1, NULL, NULL, NULL, w, w + w1, NULL, NULL, NULL, 0, pl->scr, 1, 0};
+    J->d2 = (dwc_job){s2, &pl->q2, NULL, NULL, NULL, w + 2 * w1, w + 2 * w1 + w2, NULL, NULL,
+                      NULL, 0, pl->scr, 0, 0};
+    J->wp1T = wp1T, J->wp2T = wp1T + cc, J->wp1 = wp1, J->wp2 = wp2;
+    J->C = C, J->Co = Co;
+    return NR_OK;
+}
+
+static void sb_plan_free(sb_plan *pl) {
+    free(pl->q1.mem);
+    free(pl->q2.mem);
+    free(pl->w);
+}
+#endif
+
+/* node extra: mean[C], invstd[C] (doubles), then mean and invstd as
+   floats [2][C] (64-byte aligned: allocated with aligned_alloc) */
+static nr_status sb_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
+#if defined(__AVX512F__)
+    const nr_tensor *x = nd->in[0], *wd1 = nd->in[1], *wp1 = nd->in[2], *wd2 = nd->in[3],
+                    *wp2 = nd->in[4];
+    cshape s1, s2;
+    const int64_t Co = wp2->ne[0];
+    sb_shapes(nd, x, wd1, wd2, &s1, &s2);
+    const int64_t C = s1.C, N = s1.N, nblk = N < 16 ? N : 16;
+    nr_tensor *gc = nr_is_contiguous(gout) ? NULL : nr_tensor_clone(gout);
+    if (!nr_is_contiguous(gout) && !gc) return NR_ENOMEM;
+    sb_plan pl;
+    sb_job J;
+    nr_status st = sb_plan_make(&s1, &s2, nr_data(wd1), nr_data(wd2), nr_data(wp1), nr_data(wp2),
+                                Co, &pl, &J);
+    const int half1 = gin[0] || gin[1] || gin[2];
+    const int64_t kk1 = pl.q1.kk, kk2 = pl.q2.kk, npix = pl.q1.npix;
+    int64_t gne[3] = {N, npix, C};
+    nr_tensor *gz = NULL;
+    float *k = aligned_alloc(64, (size_t)(3 * C) * sizeof(float));
+    double *sums = malloc((size_t)(nblk * 2 * C) * sizeof(double));
+    J.pd1 = gin[1] ? malloc((size_t)(nblk * C * kk1) * sizeof(double)) : NULL;
+    J.pd2 = gin[3] ? malloc((size_t)(nblk * C * kk2) * sizeof(double)) : NULL;
+    J.pp1 = gin[2] ? malloc((size_t)(nblk * C * C) * sizeof(float)) : NULL;
+    J.pp2 = gin[4] ? malloc((size_t)(nblk * Co * C) * sizeof(float)) : NULL;
+    if (st == NR_OK && half1) gz = nr_tensor_empty(3, gne);
+    if (st == NR_OK && (!k || !sums || (gin[1] && !J.pd1) || (gin[3] && !J.pd2) ||
+                        (gin[2] && !J.pp1) || (gin[4] && !J.pp2) || (half1 && !gz)))
+        st = nr_seterror(NR_ENOMEM, "sep_block backward: out of memory");
+    if (st == NR_OK) {
+        const double *invstd = (const double *)nd->extra + C;
+        J.mf = (const float *)(invstd + C), J.isf = J.mf + C;
+        J.y1 = nr_data(nd->saved[0]);
+        J.gy = nr_data(gc ? gc : gout);
+        J.gz = gz ? nr_data(gz) : NULL;
+        J.st = sums;
+        J.nblk = J.d1.nblk = J.d2.nblk = nblk;
+        nr_parallel_for(nblk, 1, sb_bwd2_task, &J);
+        if (J.pd2) {
+            dwred_job RJ = {J.pd2, nr_data(gin[3]), nblk, C * kk2};
+            nr_parallel_for(C * kk2, 1024, dw_reduce_task, &RJ);
+        }
+        if (J.pp2) {
+            red_job RJ = {J.pp2, nr_data(gin[4]), nblk, Co * C};
+            nr_parallel_for(Co * C, 4096, reduce_task, &RJ);
+        }
+        if (half1) {
+            const double M = (double)N * (double)npix;
+            for (int64_t c = 0; c < C; c++) {
+                double sg = 0, sgx = 0;
+                for (int64_t b = 0; b < nblk; b++) sg += sums[b * 2 * C + c], sgx += sums[b * 2 * C + C + c];
+                const double is = invstd[c];
+                k[c] = (float)is;
+                k[C + c] = (float)(-is * is * sgx / M);
+                k[2 * C + c] = (float)(-is * sg / M);
+            }
+            J.k = k;
+            J.d1.x = nr_data(x);
+            J.d1.gx = gin[0] ? nr_data(gin[0]) : NULL;
+            J.d1.gx_fresh = gin[0] && (nd->fresh & 1);
+            nr_parallel_for(nblk, 1, sb_bwd1_task, &J);
+            if (J.pd1) {
+                dwred_job RJ = {J.pd1, nr_data(gin[1]), nblk, C * kk1};
+                nr_parallel_for(C * kk1, 1024, dw_reduce_task, &RJ);
+            }
+            if (J.pp1) {
+                red_job RJ = {J.pp1, nr_data(gin[2]), nblk, C * C};
+                nr_parallel_for(C * C, 4096, reduce_task, &RJ);
+            }
+        }
+    }
+    sb_plan_free(&pl);
+    free(k);
+    free(sums);
+    free(J.pd1);
+    free(J.pd2);
+    free(J.pp1);
+    free(J.pp2);
+    nr_tensor_release(gz);
+    nr_tensor_release(gc);
+    return st;
+#else
+    (void)nd, (void)gout, (void)gin;
+    return nr_seterror(NR_EUSAGE, "sep_block backward: built without AVX-512");
+#endif
+}
+
+nr_status nr_sep_block(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd1,
+                       const nr_tensor *wp1, const nr_tensor *wd2, const nr_tensor *wp2,
+                       const nr_conv_params *p, nr_tensor *running_mean,
+                       nr_tensor *running_var, double momentum, double eps) {
+    *out = NULL;
+    if (!x || !wd1 || !wp1 || !wd2 || !wp2 || !p)
+        return nr_seterror(NR_EUSAGE, "sep_block: input, four weights and parameters are required");
+    nr_conv_params p2 = *p;
+    p2.stride[0] = p2.stride[1] = 1;
+    nr_tensor *a = NULL, *z = NULL;
+    int fuse = 0;
+    nr_node tmp;
+    memset(&tmp, 0, sizeof tmp);
+    tmp.p.i[0] = p->stride[0], tmp.p.i[1] = p->stride[1];
+    tmp.p.i[2] = p->padding[0], tmp.p.i[3] = p->padding[1];
+    tmp.p.i[4] = p->dilation[0], tmp.p.i[5] = p->dilation[1];
+    tmp.p.i[7] = 1;
+#if defined(__AVX512F__)
+    /* shapes the fused engine takes; anything else (bad ones included,
+       which the ops apart report) runs as the three ops */
+    cshape s1, s2;
+    const int64_t C = x->ndim == 4 ? x->ne[1] : 0;
+    nr_conv_params dp = *p;
+    dp.groups = C;
+    tmp.p.i[6] = C;
+    const nr_tensor *r[2] = {running_mean, running_var};
+    fuse = x->ndim == 4 && x->ne[0] > 0 && wd1->ndim == 4 && wd2->ndim == 4 && wp1->ndim == 4 &&
+           wp2->ndim == 4 && wd1->ne[0] == C && wd1->ne[1] == 1 && wd2->ne[0] == C &&
+           wd2->ne[1] == 1 && wd2->ne[2] == wd1->ne[2] && wd2->ne[3] == wd1->ne[3] &&
+           wp1->ne[0] == C && wp1->ne[1] == C && wp1->ne[2] == 1 && wp1->ne[3] == 1 &&
+           wp2->ne[1] == C && wp2->ne[2] == 1 && wp2->ne[3] == 1;
+    for (int i = 0; i < 2; i++)
+        if (r[i] && (r[i]->ndim != 1 || r[i]->ne[0] != C || !nr_is_contiguous(r[i]))) fuse = 0;
+    if (fuse && conv_check("sep_block", x, wd1, NULL, &dp) != NR_OK) fuse = 0;
+    if (fuse) {
+        sb_shapes(&tmp, x, wd1, wd2, &s1, &s2);
+        fuse = sb_fusable(&s1, &s2);
+    }
+#endif
+    if (!fuse) {
+        nr_bn_params bp = {1, momentum, eps, NR_ACT_NONE};
+        nr_status s = nr_sep_conv2d(&a, x, wd1, wp1, p, 1);
+        if (s == NR_OK) s = nr_batch_norm(&z, a, running_mean, running_var, NULL, NULL, &bp);
+        nr_tensor_release(a);
+        if (s == NR_OK) s = nr_sep_conv2d(out, z, wd2, wp2, &p2, 1);
+        nr_tensor_release(z);
+        if (s != NR_OK) {
+            /* name the op the caller called */
+            char msg[512];
+            snprintf(msg, sizeof msg, "sep_block: %s", nr_lasterror());
+            return nr_seterror(s, "%s", msg);
+        }
+        return NR_OK;
+    }
+#if defined(__AVX512F__)
+    nr_status st = NR_OK;
+    const int64_t N = s1.N, Co = wp2->ne[0];
+    nr_tensor *xc = nr_contig(x), *w[4] = {nr_contig(wd1), nr_contig(wp1), nr_contig(wd2),
+                                           nr_contig(wp2)};
+    int64_t y1ne[3] = {N, s1.OH * s1.OW, C}, yne[4] = {N, Co, s2.OH, s2.OW};
+    nr_tensor *y1 = nr_tensor_empty(3, y1ne), *y = nr_tensor_empty(4, yne);
+    double *stats = aligned_alloc(64, (size_t)(3 * C) * sizeof(double));
+    double *part = malloc((size_t)(N * 2 * C) * sizeof(double));
+    sb_plan pl;
+    memset(&pl, 0, sizeof pl);
+    if (!xc || !w[0] || !w[1] || !w[2] || !w[3] || !y1 || !y || !stats || !part) {
+        st = nr_seterror(NR_ENOMEM, "sep_block: out of memory");
+        goto done;
+    }
+    sb_job J;
+    st = sb_plan_make(&s1, &s2, nr_data(w[0]), nr_data(w[2]), nr_data(w[1]), nr_data(w[3]), Co,
+                      &pl, &J);
+    if (st != NR_OK) goto done;
+    J.d1.x = nr_data(xc);
+    J.y1 = nr_data(y1), J.y = nr_data(y), J.st = part;
+    nr_parallel_for(N, 1, sb_fwd1_task, &J);
+    /* the statistics: image sums and squared deviations combined in image
+       order (Chan et al.), running statistics as batch_norm updates them */
+    const int64_t npix = s1.OH * s1.OW;
+    const double M = (double)N * (double)npix;
+    float *mf = (float *)(stats + 2 * C), *isf = mf + C;
+    for (int64_t c = 0; c < C; c++) {
+        double s = 0, ss = 0;
+        for (int64_t n = 0; n < N; n++) s += part[n * 2 * C + c];
+        const double mean = s / M;
+        for (int64_t n = 0; n < N; n++) {
+            double d = part[n * 2 * C + c] / (double)npix - mean;
+            ss += part[n * 2 * C + C + c] + (double)npix * d * d;
+        }
+        stats[c] = mean;
+        stats[C + c] = 1.0 / sqrt(ss / M + eps);
+        mf[c] = (float)mean, isf[c] = (float)stats[C + c];
+        if (running_mean) {
+            float *r = nr_data(running_mean) + c;
+            *r = (float)((1.0 - momentum) * *r + momentum * mean);
+        }
+        if (running_var) {
+            float *r = nr_data(running_var) + c;
+            *r = (float)((1.0 - momentum) * *r + momentum * (ss / (M - 1.0)));
+        }
+    }
+    J.mf = mf, J.isf = isf;
+    nr_parallel_for(N, 1, sb_fwd2_task, &J);
+    nr_node *nd = nr_record(y, "sep_block", sb_bwd, 5, (nr_tensor *[]){xc, w[0], w[1], w[2], w[3]});
+    if (nd) {
+        nd->p = tmp.p;
+        nd->writes = 1; /* dx through the ReLU mask */
+        nr_save(nd, 0, y1);
+        nd->extra = stats;
+        stats = NULL;
+    }
+done:
+    sb_plan_free(&pl);
+    free(stats);
+    free(part);
+    nr_tensor_release(xc);
+    for (int i = 0; i < 4; i++) nr_tensor_release(w[i]);
+    nr_tensor_release(y1);
+    if (st != NR_OK) {
+        nr_tensor_release(y);
+        return st;
+    }
+    *out = y;
+    return NR_OK;
+#endif
 }

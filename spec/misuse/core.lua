@@ -165,6 +165,19 @@ return {
   {"F.sep_conv2d", "relu option not a boolean", function()
     return F.sep_conv2d(x4, nasrt.randn({3, 1, 3, 3}), nasrt.randn({4, 3, 1, 1}), {relu = 1}) end,
     "relu must be a boolean"},
+  {"F.sep_block", "second depthwise weight", function()
+    return F.sep_block(x4, nasrt.randn({3, 1, 3, 3}), nasrt.randn({3, 3, 1, 1}), nasrt.randn({5, 1, 3, 3}),
+      nasrt.randn({3, 3, 1, 1}), nil, nil, {padding = 1}) end,
+    "sep_block: sep_conv2d: depthwise weight [5,1,3,3], expected [3,1,kh,kw] for input [2,3,8,8]"},
+  {"F.sep_block", "running_var of the wrong size", function()
+    return F.sep_block(x4, nasrt.randn({3, 1, 3, 3}), nasrt.randn({3, 3, 1, 1}), nasrt.randn({3, 1, 3, 3}),
+      nasrt.randn({3, 3, 1, 1}), nil, nasrt.ones({4}), {padding = 1}) end, "sep_block: batch_norm", "[4]"},
+  {"F.sep_block", "a weight missing", function()
+    return F.sep_block(x4, nasrt.randn({3, 1, 3, 3}), nasrt.randn({3, 3, 1, 1}), nasrt.randn({3, 1, 3, 3})) end,
+    "sep_block: argument #5: expected tensor"},
+  {"F.sep_block", "unknown option", function()
+    return F.sep_block(x4, nasrt.randn({3, 1, 3, 3}), nasrt.randn({3, 3, 1, 1}), nasrt.randn({3, 1, 3, 3}),
+      nasrt.randn({3, 3, 1, 1}), nil, nil, {relu = true}) end, "sep_block", "unknown option 'relu'"},
   {"F.conv2d", "unknown option", function() return F.conv2d(x4, w, nil, {strid = 2}) end, "unknown option 'strid'"},
   {"F.conv2d", "stride 0", function() return F.conv2d(x4, w, nil, {stride = 0}) end, "conv2d: stride must be >= 1"},
   {"F.conv2d", "huge stride", function() return F.conv2d(x4, w, nil, {stride = math.maxinteger}) end, "conv2d:", "exceeds"},

@@ -2990,7 +2990,8 @@ static void sb_bwd2_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     const int64_t C = J->C, Co = J->Co, npix = q->npix, kk = q->kk;
     const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
     const size_t zz = (size_t)rup(q->Hz * q->Wz * VL, VL);
-    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *T = Z + zz + (s->H * s->W) * VL, *GT = T + t;
+    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *X = Z + zz, *T = X + (s->H * s->W) * VL;
+    float *GT = T + t;
     double *dacc = (double *)(GT + t);
     memset(P, 0, pz * sizeof(float));
     memset(Z, 0, zz * sizeof(float));
@@ -3014,11 +3015,11 @@ static void sb_bwd2_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                         VST(Zin + (oh * q->Wz + ow) * VL, VLD(GT + (oh * s->OW + ow) * C + c0));
                 float *g = J->gz + n * npix * C + c0;
                 const float *y1 = J->y1 + n * npix * C + c0;
-                dwc_corr(Z, q->zb, npix, D->wTf + c0 * kk, q->zoff, kk, (vf16){0}, g, C);
+                dwc_corr(Z, q->zb, npix, D->wTf + c0 * kk, q->zoff, kk, (vf16){0}, X, VL);
                 const vf16 m = VLD(J->mf + c0), is = VLD(J->isf + c0), zero = {0};
                 vf16 sg = {0}, sgx = {0};
                 for (int64_t p = 0; p < npix; p++) {
-                    vf16 xh = (VLD(y1 + p * C) - m) * is, v = VLD(g + p * C);
+                    vf16 xh = (VLD(y1 + p * C) - m) * is, v = VLD(X + p * VL);
                     v = (vf16)_mm512_maskz_mov_ps(
                         _mm512_cmp_ps_mask((__m512)xh, (__m512)zero, _CMP_GT_OQ), (__m512)v);
                     VST(g + p * C, v);

@@ -238,3 +238,66 @@ describe("recipes stop on divergence", function()
     assert.is_nil(text:find("traceback", 1, true))
   end)
 end)
+
+-- ReLU keeps a NaN (PyTorch's relu and relu6 do), in every kernel that
+-- applies one: otherwise one NaN activation is zeroed on the way and the
+-- loss stays finite while the weights behind it go bad.
+describe("a NaN through the ReLU kernels", function()
+  local function with_nan(shape, seed)
+    nasrt.manual_seed(seed)
+    local x = nasrt.randn(shape)
+    x:set(1, 1, 2, 3, NAN)
+    return x
+  end
+  local function has_nan(t) return not F.all_finite(t) end
+
+  it("F.relu and F.relu6 give NaN for NaN, and max(x, 0) / min(max(x, 0), 6) otherwise", function()
+    local x = nasrt.tensor { NAN, -1, 0, 2.5, 7 }
+    local r, r6 = F.relu(x), F.relu6(x)
+    assert.is_true(r:get(1) ~= r:get(1))
+    assert.is_true(r6:get(1) ~= r6:get(1))
+    assert.same({ 0, 0, 2.5, 7 }, { r:get(2), r:get(3), r:get(4), r:get(5) })
+    assert.same({ 0, 0, 2.5, 6 }, { r6:get(2), r6:get(3), r6:get(4), r6:get(5) })
+    -- long enough for the vector loops
+    local big = with_nan({ 4, 3, 17, 19 }, 1)
+    assert.is_true(has_nan(F.relu(big)))
+    assert.is_true(has_nan(F.relu6(big)))
+  end)
+
+  it("F.batch_norm with activation relu / relu6 gives a NaN channel", function()
+    for _, shape in ipairs { { 4, 3, 7, 7 }, { 2, 5, 28, 28 } } do
+      for _, act in ipairs { "relu", "relu6" } do
+        local x = with_nan(shape, 2)
+        local y = F.batch_norm(x, nil, nil, nasrt.ones { shape[2] }, nasrt.zeros { shape[2] },
+          { activation = act })
+        assert.is_true(y:get(2, 1, 1, 1) ~= y:get(2, 1, 1, 1), act)
+        assert.is_true(F.all_finite(y:narrow(2, 2, shape[2] - 1)), act)
+      end
+    end
+  end)
+
+  it("F.sep_conv2d with relu=true and F.sep_block carry it to their outputs", function()
+    local cases = {
+      { { 2, 3, 16, 16 }, 3, 1, 1 },  -- the row engine, stride 1
+      { { 2, 3, 16, 16 }, 3, 2, 1 },  -- stride 2 (split rows)
+      { { 2, 16, 28, 28 }, 3, 1, 1 }, -- channel-last
+      { { 2, 16, 28, 28 }, 5, 2, 2 },
+      { { 2, 32, 14, 14 }, 5, 1, 2 },
+      { { 2, 64, 7, 7 }, 3, 1, 1 },
+    }
+    for _, c in ipairs(cases) do
+      local shape, k, s, p = c[1], c[2], c[3], c[4]
+      local C = shape[2]
+      local x = with_nan(shape, 3)
+      local wd, wp = nasrt.randn { C, 1, k, k }, nasrt.randn { C, C, 1, 1 }
+      local y = F.sep_conv2d(x, wd, wp, { stride = s, padding = p, relu = true })
+      assert.is_true(has_nan(y), table.concat(shape, "x") .. " sep_conv2d")
+      local y2 = F.sep_block(x, wd, wp, nasrt.randn { C, 1, k, k }, nasrt.randn { C, C, 1, 1 },
+        nil, nil, { stride = s, padding = p })
+      assert.is_true(has_nan(y2), table.concat(shape, "x") .. " sep_block")
+      -- without the NaN, the same ops are finite
+      x:set(1, 1, 2, 3, 0.5)
+      assert.is_true(F.all_finite(F.sep_conv2d(x, wd, wp, { stride = s, padding = p, relu = true })))
+    end
+  end)
+end)

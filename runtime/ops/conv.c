@@ -340,8 +340,8 @@ static void split2_row(const float *restrict x, int64_t W, int64_t pw, float *re
         __mmask16 k2 = (__mmask16)(left >= 2 * VL ? 0xffff : left > VL ? (1u << (left - VL)) - 1 : 0);
         __m512 a = _mm512_maskz_loadu_ps(k1, x + 2 * m0), b = _mm512_maskz_loadu_ps(k2, x + 2 * m0 + VL);
         if (relu) {
-            a = _mm512_max_ps(a, _mm512_setzero_ps());
-            b = _mm512_max_ps(b, _mm512_setzero_ps());
+            a = _mm512_max_ps(_mm512_setzero_ps(), a); /* max(0, NaN) is NaN */
+            b = _mm512_max_ps(_mm512_setzero_ps(), b);
         }
         int64_t ce = ne - m0, co = no - m0;
         if (ce > 0)
@@ -352,8 +352,8 @@ static void split2_row(const float *restrict x, int64_t W, int64_t pw, float *re
                                   _mm512_permutex2var_ps(a, io, b));
     }
 #else
-    for (int64_t m = 0; m < ne; m++) de[m] = relu && !(x[2 * m] > 0.0f) ? 0.0f : x[2 * m];
-    for (int64_t m = 0; m < no; m++) dq[m] = relu && !(x[2 * m + 1] > 0.0f) ? 0.0f : x[2 * m + 1];
+    for (int64_t m = 0; m < ne; m++) de[m] = relu && x[2 * m] < 0.0f ? 0.0f : x[2 * m];
+    for (int64_t m = 0; m < no; m++) dq[m] = relu && x[2 * m + 1] < 0.0f ? 0.0f : x[2 * m + 1];
 #endif
 }
 
@@ -419,7 +419,7 @@ static void dwp_fill(const dwp *g, const float *restrict src, int64_t lds, float
                 int64_t iw = q + sw * t - g->pw;
                 float *restrict pq = pr + q * Tw;
                 for (; t < Tw && iw < g->W; t++, iw += sw)
-                    pq[t] = relu && !(xr[iw] > 0.0f) ? 0.0f : xr[iw];
+                    pq[t] = relu && xr[iw] < 0.0f ? 0.0f : xr[iw];
             }
         }
     }
@@ -1031,7 +1031,7 @@ static void cl_pack(const float *restrict src, int64_t lds, int64_t npix, int64_
         __m512 r[16];
         for (int j = 0; j < VL; j++) {
             r[j] = _mm512_maskz_loadu_ps(mk, src + j * lds + q0);
-            if (relu) r[j] = _mm512_max_ps(r[j], _mm512_setzero_ps());
+            if (relu) r[j] = _mm512_max_ps(_mm512_setzero_ps(), r[j]);
         }
         tr16(r);
         int64_t row = q0 / W, col = q0 % W;
@@ -1044,7 +1044,7 @@ static void cl_pack(const float *restrict src, int64_t lds, int64_t npix, int64_
     for (int64_t q = q0; q < npix; q++)
         for (int j = 0; j < VL; j++) {
             float v = src[j * lds + q];
-            dst[((q / W) * ldr + q % W) * VL + j] = relu && !(v > 0.0f) ? 0.0f : v;
+            dst[((q / W) * ldr + q % W) * VL + j] = relu && v < 0.0f ? 0.0f : v;
         }
 }
 
@@ -2922,7 +2922,7 @@ static void sb_pack(const sb_job *J, float *P, int64_t n, int64_t c0) {
         const float *r = src + h * s->W * C;
         for (int64_t w = 0; w < s->W; w++) {
             vf16 v = (VLD(r + w * C) - m) * is;
-            VST(d + w * VL, (vf16)_mm512_max_ps((__m512)v, (__m512)zero));
+            VST(d + w * VL, (vf16)_mm512_max_ps((__m512)zero, (__m512)v));
         }
     }
 }

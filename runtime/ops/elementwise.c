@@ -333,7 +333,7 @@ static void un_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     case 1: for (int64_t i = i0; i < i1; i++) y[i] = s / x[i]; break;
     case 2: for (int64_t i = i0; i < i1; i++) y[i] = powf(x[i], s); break;
     case U_BASE + NR_U_NEG: for (int64_t i = i0; i < i1; i++) y[i] = -x[i]; break;
-    case U_BASE + NR_U_RELU: for (int64_t i = i0; i < i1; i++) y[i] = x[i] > 0 ? x[i] : 0; break;
+    case U_BASE + NR_U_RELU: for (int64_t i = i0; i < i1; i++) y[i] = x[i] < 0 ? 0 : x[i]; break; /* NaN: NaN */
     case U_BASE + NR_U_SIGMOID: for (int64_t i = i0; i < i1; i++) y[i] = 1.0f / (1.0f + expf(-x[i])); break;
     case U_BASE + NR_U_TANH: for (int64_t i = i0; i < i1; i++) y[i] = tanhf(x[i]); break;
     case U_BASE + NR_U_EXP: for (int64_t i = i0; i < i1; i++) y[i] = expf(x[i]); break;
@@ -341,7 +341,7 @@ static void un_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     case U_BASE + NR_U_SQRT: for (int64_t i = i0; i < i1; i++) y[i] = sqrtf(x[i]); break;
     case U_BASE + NR_U_ABS: for (int64_t i = i0; i < i1; i++) y[i] = fabsf(x[i]); break;
     case U_BASE + NR_U_RELU6:
-        for (int64_t i = i0; i < i1; i++) y[i] = x[i] > 6 ? 6 : x[i] > 0 ? x[i] : 0;
+        for (int64_t i = i0; i < i1; i++) y[i] = x[i] < 0 ? 0 : x[i] > 6 ? 6 : x[i];
         break;
     }
 }

@@ -270,12 +270,13 @@ typedef struct {
 } bn_fwd;
 
 /* The activation fused into the output, on a segment just written (still
-   in L1): relu max(y, 0), relu6 min(max(y, 0), 6). */
+   in L1): relu max(y, 0), relu6 min(max(y, 0), 6); a NaN stays NaN, as in
+   PyTorch. */
 static inline void act_apply(float *restrict y, int64_t n, int act) {
     if (act == NR_ACT_RELU)
-        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? 0.0f : y[i];
     else if (act == NR_ACT_RELU6)
-        for (int64_t i = 0; i < n; i++) y[i] = y[i] > 0.0f ? (y[i] < 6.0f ? y[i] : 6.0f) : 0.0f;
+        for (int64_t i = 0; i < n; i++) y[i] = y[i] < 0.0f ? 0.0f : (y[i] > 6.0f ? 6.0f : y[i]);
 }
 
 /* y = (x - m) * sc + sh and the activation, in one loop (a second pass
@@ -285,12 +286,12 @@ static inline void bn_apply_row(float *restrict y, const float *restrict x, int6
     if (act == NR_ACT_RELU) {
         for (int64_t i = 0; i < n; i++) {
             float v = (x[i] - m) * sc + sh;
-            y[i] = v > 0.0f ? v : 0.0f;
+            y[i] = v < 0.0f ? 0.0f : v;
         }
     } else if (act == NR_ACT_RELU6) {
         for (int64_t i = 0; i < n; i++) {
             float v = (x[i] - m) * sc + sh;
-            y[i] = v > 0.0f ? (v < 6.0f ? v : 6.0f) : 0.0f;
+            y[i] = v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
         }
     } else {
         for (int64_t i = 0; i < n; i++) y[i] = (x[i] - m) * sc + sh;

@@ -48,16 +48,16 @@ static inline void copy_short(float *restrict d, const float *restrict s, int64_
 #endif
 }
 
-/* d[0..n) = max(s[0..n), 0) (a NaN gives 0, as relu's x > 0 ? x : 0) */
+/* d[0..n) = relu(s[0..n)): x < 0 ? 0 : x, a NaN stays NaN (PyTorch's relu) */
 static inline void copy_short_relu(float *restrict d, const float *restrict s, int64_t n) {
 #if defined(__AVX512F__)
     for (int64_t k = 0; k < n; k += VL) {
         __mmask16 mk = (__mmask16)(n - k >= VL ? 0xffff : (1u << (n - k)) - 1);
         __m512 v = _mm512_maskz_loadu_ps(mk, s + k);
-        _mm512_mask_storeu_ps(d + k, mk, _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_GT_OQ), v));
+        _mm512_mask_storeu_ps(d + k, mk, _mm512_max_ps(_mm512_setzero_ps(), v)); /* NaN: v */
     }
 #else
-    for (int64_t k = 0; k < n; k++) d[k] = s[k] > 0.0f ? s[k] : 0.0f;
+    for (int64_t k = 0; k < n; k++) d[k] = s[k] < 0.0f ? 0.0f : s[k];
 #endif
 }
 

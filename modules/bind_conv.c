@@ -55,6 +55,17 @@ static int l_conv2d(lua_State *L) {
     return 1;
 }
 
+/* stride, padding and dilation of options table i (integers or pairs),
+   groups = the input's channels: the depthwise geometry of sep_conv2d and
+   sep_block */
+static void sep_params(lua_State *L, int i, const nr_tensor *x, const char *fn,
+                       nr_conv_params *p) {
+    nrL_optpair_field(L, i, "stride", 1, p->stride, fn);
+    nrL_optpair_field(L, i, "padding", 0, p->padding, fn);
+    nrL_optpair_field(L, i, "dilation", 1, p->dilation, fn);
+    p->groups = x->ndim == 4 ? x->ne[1] : 1;
+}
+
 /* F.sep_conv2d(x, w_dw, w_pw, {stride=1, padding=0, dilation=1, relu=false}):
    conv2d(conv2d(relu?(x), w_dw, nil, {groups=C, ...}), w_pw) in one op that
    saves only x (backward recomputes the depthwise output). */
@@ -65,10 +76,7 @@ static int l_sep_conv2d(lua_State *L) {
     nr_tensor *wp = nrL_checktensor(L, 3);
     nrL_checkopts(L, 4, "sep_conv2d", opts);
     nr_conv_params p;
-    nrL_optpair_field(L, 4, "stride", 1, p.stride, "sep_conv2d");
-    nrL_optpair_field(L, 4, "padding", 0, p.padding, "sep_conv2d");
-    nrL_optpair_field(L, 4, "dilation", 1, p.dilation, "sep_conv2d");
-    p.groups = x->ndim == 4 ? x->ne[1] : 1;
+    sep_params(L, 4, x, "sep_conv2d", &p);
     int relu = 0;
     if (lua_istable(L, 4)) {
         lua_getfield(L, 4, "relu");
@@ -97,10 +105,7 @@ static int l_sep_block(lua_State *L) {
     nr_tensor *rv = nrL_opttensor(L, 7);
     nrL_checkopts(L, 8, "sep_block", opts);
     nr_conv_params p;
-    nrL_optpair_field(L, 8, "stride", 1, p.stride, "sep_block");
-    nrL_optpair_field(L, 8, "padding", 0, p.padding, "sep_block");
-    nrL_optpair_field(L, 8, "dilation", 1, p.dilation, "sep_block");
-    p.groups = t[0]->ndim == 4 ? t[0]->ne[1] : 1;
+    sep_params(L, 8, t[0], "sep_block", &p);
     double momentum = nrL_optnum_field(L, 8, "momentum", 0.1, "sep_block");
     double eps = nrL_optnum_field(L, 8, "eps", 1e-5, "sep_block");
     nr_tensor *out = NULL;

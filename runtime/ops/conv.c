@@ -945,6 +945,21 @@ static void dw_reduce_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     }
 }
 
+/* a separable conv's weight gradients from its image blocks' partials:
+   gwd[nd] += sum of pd (depthwise, doubles), gwp[np] += sum of pp (1x1);
+   a NULL side is not wanted */
+static void sep_reduce(const double *pd, float *gwd, int64_t nd, const float *pp, float *gwp,
+                       int64_t np, int64_t nblk) {
+    if (pd && gwd) {
+        dwred_job RJ = {pd, gwd, nblk, nd};
+        nr_parallel_for(nd, 1024, dw_reduce_task, &RJ);
+    }
+    if (pp && gwp) {
+        red_job RJ = {pp, gwp, nblk, np};
+        nr_parallel_for(np, 4096, reduce_task, &RJ);
+    }
+}
+
 /* ------------------------------------------------- depthwise, small planes */
 
 /* Depthwise convs on small planes (output rows of at most 8, the 7x7 and
@@ -2520,6 +2535,27 @@ static size_t sepc_scratch(const cshape *s, const dwcplan *q, int bwd) {
     return pz + zz + (size_t)(s->H * s->W) * VL + 2 * t + 2 * (size_t)(s->C * q->kk);
 }
 
+/* a backward task's part of the scratch, as sepc_scratch lays it out: P
+   (pz floats), Z (zz), X, T, GT, then the dW accumulators in doubles */
+typedef struct {
+    float *P, *Z, *X, *T, *GT;
+    double *dacc;
+    size_t pz, zz;
+} sepc_bufs;
+
+static sepc_bufs sepc_bwd_bufs(const dwc_job *D, int ith) {
+    const dwcplan *q = D->q;
+    const cshape *s = D->s;
+    const size_t t = (size_t)rup(q->npix * s->C, VL);
+    sepc_bufs b;
+    b.pz = (size_t)rup(q->Hp * q->Wp * VL, VL);
+    b.zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : b.pz;
+    b.P = nr_scratch(ith, D->scr), b.Z = b.P + b.pz, b.X = b.Z + b.zz;
+    b.T = b.X + (s->H * s->W) * VL, b.GT = b.T + t;
+    b.dacc = (double *)(b.GT + t);
+    return b;
+}
+
 #if defined(__AVX512F__)
 /* y [Cop][npix] = Wp T for T channel-last [npix][C] (the depthwise
    output as dwc_corr leaves it), 16 pixels at a time: the chunk's 16 x C
@@ -2603,11 +2639,10 @@ static void sepc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     const cshape *s = D->s;
     const dwcplan *q = D->q;
     const int64_t C = s->C, npix = q->npix, kk = q->kk, Cop = J->Cop;
-    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
-    const size_t zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : pz;
-    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *X = Z + zz;
-    float *T = X + (s->H * s->W) * VL, *GT = T + t;
-    double *dacc = (double *)(GT + t); /* [C/16][kk][16] */
+    const sepc_bufs B = sepc_bwd_bufs(D, ith);
+    const size_t pz = B.pz, zz = B.zz;
+    float *P = B.P, *Z = B.Z, *X = B.X, *T = B.T, *GT = B.GT;
+    double *dacc = B.dacc; /* [C/16][kk][16] */
     memset(P, 0, pz * sizeof(float));
     if (q->gather) memset(Z, 0, zz * sizeof(float));
     const int need_gt = D->gx || D->part;
@@ -2671,14 +2706,7 @@ static nr_status sepc_run(const cshape *sd, const float *x, const float *wd, con
             nr_parallel_for(sd->N, 1, sepc_fwd_task, &J);
         } else {
             nr_parallel_for(nblk, 1, sepc_bwd_task, &J);
-            if (gwd) {
-                dwred_job RJ = {part, gwd, nblk, sd->C * kk};
-                nr_parallel_for(sd->C * kk, 1024, dw_reduce_task, &RJ);
-            }
-            if (gwp) {
-                red_job RJ = {partp, gwp, nblk, Cop * sd->C};
-                nr_parallel_for(Cop * sd->C, 4096, reduce_task, &RJ);
-            }
+            sep_reduce(part, gwd, sd->C * kk, partp, gwp, Cop * sd->C, nblk);
         }
     }
     free(wT);
@@ -2733,14 +2761,7 @@ static nr_status sep_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *g
                           nblk, relu, gx && (nd->fresh & 1)},
                          nr_data(wp), nr_data(gc ? gc : gout), NULL, partp, Cop, dscr};
             nr_parallel_for(nblk, 1, sep_bwd_task, &J);
-            if (gw) {
-                dwred_job RJ = {part, gw, nblk, sd.C * kk};
-                nr_parallel_for(sd.C * kk, 1024, dw_reduce_task, &RJ);
-            }
-            if (partp) {
-                red_job RJ = {partp, nr_data(gin[2]), nblk, Cop * sd.C};
-                nr_parallel_for(Cop * sd.C, 4096, reduce_task, &RJ);
-            }
+            sep_reduce(part, gw, sd.C * kk, partp, partp ? nr_data(gin[2]) : NULL, Cop * sd.C, nblk);
         }
         free(wflip);
         free(part);
@@ -2988,11 +3009,10 @@ static void sb_bwd2_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     const cshape *s = D->s;
     const dwcplan *q = D->q;
     const int64_t C = J->C, Co = J->Co, npix = q->npix, kk = q->kk;
-    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
-    const size_t zz = (size_t)rup(q->Hz * q->Wz * VL, VL);
-    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *X = Z + zz, *T = X + (s->H * s->W) * VL;
-    float *GT = T + t;
-    double *dacc = (double *)(GT + t);
+    const sepc_bufs B = sepc_bwd_bufs(D, ith); /* q->gather: stride 1, "same" */
+    const size_t pz = B.pz, zz = B.zz;
+    float *P = B.P, *Z = B.Z, *X = B.X, *T = B.T, *GT = B.GT;
+    double *dacc = B.dacc;
     memset(P, 0, pz * sizeof(float));
     memset(Z, 0, zz * sizeof(float));
     float *Zin = Z + (q->qh * q->Wz + q->qw) * VL;
@@ -3045,11 +3065,10 @@ static void sb_bwd1_task(void *ctx, int64_t b0, int64_t b1, int ith) {
     const cshape *s = D->s;
     const dwcplan *q = D->q;
     const int64_t C = J->C, npix = q->npix, kk = q->kk;
-    const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
-    const size_t zz = q->gather ? (size_t)rup(q->Hz * q->Wz * VL, VL) : pz;
-    float *P = nr_scratch(ith, D->scr), *Z = P + pz, *X = Z + zz;
-    float *T = X + (s->H * s->W) * VL, *GT = T + t;
-    double *dacc = (double *)(GT + t);
+    const sepc_bufs B = sepc_bwd_bufs(D, ith);
+    const size_t pz = B.pz, zz = B.zz;
+    float *P = B.P, *Z = B.Z, *X = B.X, *T = B.T, *GT = B.GT;
+    double *dacc = B.dacc;
     float *G1 = (float *)(dacc + C * kk);
     memset(P, 0, pz * sizeof(float));
     if (q->gather) memset(Z, 0, zz * sizeof(float));
@@ -3082,7 +3101,6 @@ static void sb_bwd1_task(void *ctx, int64_t b0, int64_t b1, int ith) {
                     for (int j = 0; j < VL; j++) pd[(c0 + j) * kk + k] = dacc[c0 * kk + k * VL + j];
     }
 }
-#endif
 
 /* the two halves' shapes: x [N,C,H,W] -> y1 [N,C,OH,OW] -> y [N,Co,OH,OW] */
 static void sb_shapes(const nr_node *nd, const nr_tensor *x, const nr_tensor *wd1,
@@ -3096,7 +3114,6 @@ static void sb_shapes(const nr_node *nd, const nr_tensor *x, const nr_tensor *wd
     s2->OW = (s2->W + 2 * s2->pw - s2->dw * (s2->kw - 1) - 1) + 1;
 }
 
-#if defined(__AVX512F__)
 /* the halves' plans, the packed weights, the scratch every phase fits in */
 typedef struct {
     dwcplan q1, q2;
@@ -3151,12 +3168,10 @@ static void sb_plan_free(sb_plan *pl) {
     free(pl->q2.mem);
     free(pl->w);
 }
-#endif
 
 /* node extra: mean[C], invstd[C] (doubles), then mean and invstd as
    floats [2][C] (64-byte aligned: allocated with aligned_alloc) */
 static nr_status sb_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gin) {
-#if defined(__AVX512F__)
     const nr_tensor *x = nd->in[0], *wd1 = nd->in[1], *wp1 = nd->in[2], *wd2 = nd->in[3],
                     *wp2 = nd->in[4];
     cshape s1, s2;
@@ -3192,14 +3207,8 @@ static nr_status sb_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gi
         J.st = sums;
         J.nblk = J.d1.nblk = J.d2.nblk = nblk;
         nr_parallel_for(nblk, 1, sb_bwd2_task, &J);
-        if (J.pd2) {
-            dwred_job RJ = {J.pd2, nr_data(gin[3]), nblk, C * kk2};
-            nr_parallel_for(C * kk2, 1024, dw_reduce_task, &RJ);
-        }
-        if (J.pp2) {
-            red_job RJ = {J.pp2, nr_data(gin[4]), nblk, Co * C};
-            nr_parallel_for(Co * C, 4096, reduce_task, &RJ);
-        }
+        sep_reduce(J.pd2, J.pd2 ? nr_data(gin[3]) : NULL, C * kk2, J.pp2,
+                   J.pp2 ? nr_data(gin[4]) : NULL, Co * C, nblk);
         if (half1) {
             const double M = (double)N * (double)npix;
             for (int64_t c = 0; c < C; c++) {
@@ -3215,14 +3224,8 @@ static nr_status sb_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gi
             J.d1.gx = gin[0] ? nr_data(gin[0]) : NULL;
             J.d1.gx_fresh = gin[0] && (nd->fresh & 1);
             nr_parallel_for(nblk, 1, sb_bwd1_task, &J);
-            if (J.pd1) {
-                dwred_job RJ = {J.pd1, nr_data(gin[1]), nblk, C * kk1};
-                nr_parallel_for(C * kk1, 1024, dw_reduce_task, &RJ);
-            }
-            if (J.pp1) {
-                red_job RJ = {J.pp1, nr_data(gin[2]), nblk, C * C};
-                nr_parallel_for(C * C, 4096, reduce_task, &RJ);
-            }
+            sep_reduce(J.pd1, J.pd1 ? nr_data(gin[1]) : NULL, C * kk1, J.pp1,
+                       J.pp1 ? nr_data(gin[2]) : NULL, C * C, nblk);
         }
     }
     sb_plan_free(&pl);
@@ -3235,10 +3238,30 @@ static nr_status sb_bwd(nr_node *nd, const nr_tensor *gout, nr_tensor *const *gi
     nr_tensor_release(gz);
     nr_tensor_release(gc);
     return st;
-#else
-    (void)nd, (void)gout, (void)gin;
-    return nr_seterror(NR_EUSAGE, "sep_block backward: built without AVX-512");
+}
 #endif
+
+/* the block as the three ops, sep_conv2d, batch_norm, sep_conv2d (errors
+   named as sep_block's) */
+static nr_status sb_apart(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd1,
+                          const nr_tensor *wp1, const nr_tensor *wd2, const nr_tensor *wp2,
+                          const nr_conv_params *p, nr_tensor *running_mean,
+                          nr_tensor *running_var, double momentum, double eps) {
+    nr_conv_params p2 = *p;
+    p2.stride[0] = p2.stride[1] = 1;
+    nr_bn_params bp = {1, momentum, eps, NR_ACT_NONE};
+    nr_tensor *a = NULL, *z = NULL;
+    nr_status s = nr_sep_conv2d(&a, x, wd1, wp1, p, 1);
+    if (s == NR_OK) s = nr_batch_norm(&z, a, running_mean, running_var, NULL, NULL, &bp);
+    nr_tensor_release(a);
+    if (s == NR_OK) s = nr_sep_conv2d(out, z, wd2, wp2, &p2, 1);
+    nr_tensor_release(z);
+    if (s != NR_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "sep_block: %s", nr_lasterror());
+        return nr_seterror(s, "%s", msg);
+    }
+    return NR_OK;
 }
 
 nr_status nr_sep_block(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd1,
@@ -3248,17 +3271,13 @@ nr_status nr_sep_block(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd1
     *out = NULL;
     if (!x || !wd1 || !wp1 || !wd2 || !wp2 || !p)
         return nr_seterror(NR_EUSAGE, "sep_block: input, four weights and parameters are required");
-    nr_conv_params p2 = *p;
-    p2.stride[0] = p2.stride[1] = 1;
-    nr_tensor *a = NULL, *z = NULL;
-    int fuse = 0;
+#if defined(__AVX512F__)
     nr_node tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.p.i[0] = p->stride[0], tmp.p.i[1] = p->stride[1];
     tmp.p.i[2] = p->padding[0], tmp.p.i[3] = p->padding[1];
     tmp.p.i[4] = p->dilation[0], tmp.p.i[5] = p->dilation[1];
     tmp.p.i[7] = 1;
-#if defined(__AVX512F__)
     /* shapes the fused engine takes; anything else (bad ones included,
        which the ops apart report) runs as the three ops */
     cshape s1, s2;
@@ -3267,7 +3286,7 @@ nr_status nr_sep_block(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd1
     dp.groups = C;
     tmp.p.i[6] = C;
     const nr_tensor *r[2] = {running_mean, running_var};
-    fuse = x->ndim == 4 && x->ne[0] > 0 && wd1->ndim == 4 && wd2->ndim == 4 && wp1->ndim == 4 &&
+    int fuse = x->ndim == 4 && x->ne[0] > 0 && wd1->ndim == 4 && wd2->ndim == 4 && wp1->ndim == 4 &&
            wp2->ndim == 4 && wd1->ne[0] == C && wd1->ne[1] == 1 && wd2->ne[0] == C &&
            wd2->ne[1] == 1 && wd2->ne[2] == wd1->ne[2] && wd2->ne[3] == wd1->ne[3] &&
            wp1->ne[0] == C && wp1->ne[1] == C && wp1->ne[2] == 1 && wp1->ne[3] == 1 &&
@@ -3279,23 +3298,8 @@ nr_status nr_sep_block(nr_tensor **out, const nr_tensor *x, const nr_tensor *wd1
         sb_shapes(&tmp, x, wd1, wd2, &s1, &s2);
         fuse = sb_fusable(&s1, &s2);
     }
-#endif
-    if (!fuse) {
-        nr_bn_params bp = {1, momentum, eps, NR_ACT_NONE};
-        nr_status s = nr_sep_conv2d(&a, x, wd1, wp1, p, 1);
-        if (s == NR_OK) s = nr_batch_norm(&z, a, running_mean, running_var, NULL, NULL, &bp);
-        nr_tensor_release(a);
-        if (s == NR_OK) s = nr_sep_conv2d(out, z, wd2, wp2, &p2, 1);
-        nr_tensor_release(z);
-        if (s != NR_OK) {
-            /* name the op the caller called */
-            char msg[512];
-            snprintf(msg, sizeof msg, "sep_block: %s", nr_lasterror());
-            return nr_seterror(s, "%s", msg);
-        }
-        return NR_OK;
-    }
-#if defined(__AVX512F__)
+    if (!fuse)
+        return sb_apart(out, x, wd1, wp1, wd2, wp2, p, running_mean, running_var, momentum, eps);
     nr_status st = NR_OK;
     const int64_t N = s1.N, Co = wp2->ne[0];
     nr_tensor *xc = nr_contig(x), *w[4] = {nr_contig(wd1), nr_contig(wp1), nr_contig(wd2),
@@ -3365,5 +3369,7 @@ done:
     }
     *out = y;
     return NR_OK;
+#else
+    return sb_apart(out, x, wd1, wp1, wd2, wp2, p, running_mean, running_var, momentum, eps);
 #endif
 }

@@ -4,8 +4,9 @@
 -- interleaved (nasrt, torch, nasrt at 1 thread), and one table of medians:
 --   ms/step of each and their ratio, peak RSS of each and their ratio,
 --   the GFLOP/s nasrt achieves (6 x forward MACs of convs and linears per
---   step) and its share of the sgemm rate (1024^3 through F.matmul,
---   measured right before each row), and the speed-up of N threads over 1.
+--   step) and its share of the sgemm rate (1024^3 through F.matmul, the
+--   median of a sample before each repetition of the row), and the
+--   speed-up of N threads over 1.
 -- The load average is printed before and after: on a busy machine the
 -- absolute times mean little, the ratios of one run somewhat more.
 --   ./build/nasrt bench/run_all.lua [--threads 2] [--reps 3] [--steps 2]
@@ -103,11 +104,14 @@ for _, w in ipairs(W) do
   local name, ncmd, tcmd, scale = w[1], w[2], w[3], w[4]
   if next(only) == nil or only[name] then
     local steps = (" --steps %d --warmup %d"):format(o.steps * scale, o.warmup * scale)
-    -- the sgemm rate right before the row: the load drifts during a run
-    local peak = sgemm_rate(o.threads)
-    local res = { n = {}, t = {}, n1 = {} }
+    -- the sgemm rate beside the row's runs, a sample before each
+    -- repetition and their median: the load drifts during a run, and one
+    -- sample can fall in a burst (session 13: 94.5 GFLOP/s between rows
+    -- measuring 163-169)
+    local res = { n = {}, t = {}, n1 = {}, peak = {} }
     local have_torch = tcmd and exists(tcmd)
     for _ = 1, o.reps do
+      res.peak[#res.peak + 1] = { r = sgemm_rate(o.threads) }
       res.n[#res.n + 1] = run(("%s %s/%s --threads %d%s"):format(nasrt_bin, here, ncmd, o.threads, steps))
       if have_torch then
         res.t[#res.t + 1] = run(("%s %s --threads %d%s"):format(py, tcmd, o.threads, steps))
@@ -119,7 +123,7 @@ for _, w in ipairs(W) do
     rows[#rows + 1] = {
       name = name, ms = median(res.n, "ms"), rss = median(res.n, "rss"),
       gflop = median(res.n, "gflop"), tms = median(res.t, "ms"), trss = median(res.t, "rss"),
-      ms1 = median(res.n1, "ms"), peak = peak,
+      ms1 = median(res.n1, "ms"), peak = median(res.peak, "r"),
     }
     io.stderr:write(("  %s done (load %s)\n"):format(name, loadavg()))
   end

@@ -2,7 +2,10 @@
 #   make          install missing Debian packages, configure, build (Release)
 #   make run      build, then run recipes/agnas.lua (or examples/smoke.lua)
 #   make test     build, then ctest (C tests and the busted suite), then,
-#                 when clang is installed, each fuzz harness briefly (fuzz-ci)
+#                 when clang is installed, each fuzz harness briefly (fuzz-ci),
+#                 then, on an AVX-512 machine, test-portable
+#   make test-portable  the suite built with -march=x86-64-v3 into build-v3:
+#                 the code paths of machines without AVX-512
 #   make test SANITIZE=1   (or make test-asan) the same suite built with
 #                 ASan + UBSan into build-asan
 #   make fuzz-ci  build-fuzz (clang, libFuzzer) and its ctest -L fuzz runs
@@ -26,7 +29,7 @@ FUZZ_SECONDS ?= 600
 NASRT = ./$(BUILD)/nasrt
 PREFIX ?= /usr/local
 
-.PHONY: all build setup configure run test test-asan fuzz fuzz-ci leakcheck bench clean install doc
+.PHONY: all build setup configure run test test-asan test-portable fuzz fuzz-ci leakcheck bench clean install doc
 
 all: build
 
@@ -53,6 +56,16 @@ test: build
 	else \
 		echo "make test: clang missing or SANITIZE=1, fuzz harnesses not run"; \
 	fi
+	@if [ "$(SANITIZE)" != 1 ] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then \
+		$(MAKE) --no-print-directory test-portable; \
+	else \
+		echo "make test: no AVX-512 here (the build above took the portable paths) or SANITIZE=1, test-portable not run"; \
+	fi
+
+test-portable: setup
+	cmake -S . -B build-v3 -DCMAKE_BUILD_TYPE=Release -DNASRT_MARCH=x86-64-v3
+	cmake --build build-v3 -j$(JOBS)
+	cd build-v3 && ctest --output-on-failure
 
 test-asan:
 	$(MAKE) test SANITIZE=1
@@ -86,4 +99,4 @@ doc:
 	cmake --build $(BUILD) --target doc
 
 clean:
-	rm -rf $(BUILD) build-asan build-fuzz
+	rm -rf $(BUILD) build-asan build-fuzz build-v3

@@ -63,7 +63,7 @@ test: build
 	fi
 
 test-portable: setup
-	cmake -S . -B build-v3 -DCMAKE_BUILD_TYPE=Release -DNASRT_MARCH=x86-64-v3
+	cmake -S . -B build-v3 -DCMAKE_BUILD_TYPE=Release -DNASRT_MARCH=x86-64-v3 -DNASRT_WERROR=ON
 	cmake --build build-v3 -j$(JOBS)
 	cd build-v3 && ctest --output-on-failure
 

@@ -1205,7 +1205,10 @@ typedef struct {
     int relu, gx_fresh;
 } dwc_job;
 
-/* channels c0 .. c0+15 of image n into the padded buffer (ReLU applied) */
+/* channels c0 .. c0+15 of image n into the padded buffer (ReLU applied).
+   (The engine's tasks work image by image on what earlier ops left in
+   memory: each asks for the next image's data with prefetch_image while
+   it computes this one.) */
 static void dwc_pack_group(const dwc_job *D, float *P, int64_t n, int64_t c0) {
     const cshape *s = D->s;
     const int64_t HW = s->H * s->W;
@@ -2615,6 +2618,7 @@ static void sepc_fwd_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     float *P = nr_scratch(ith, D->scr), *T = P + pz, *Y = T + t; /* Y: pw_cl_nchw's tt */
     memset(P, 0, pz * sizeof(float));
     for (int64_t n = i0; n < i1; n++) {
+        if (n + 1 < i1) prefetch_image(D->x + (n + 1) * s->C * s->H * s->W, s->C * s->H * s->W);
 #if defined(__AVX512F__)
         for (int64_t c0 = 0; c0 < s->C; c0 += VL) {
             dwc_pack_group(D, P, n, c0);
@@ -2653,6 +2657,12 @@ static void sepc_bwd_task(void *ctx, int64_t b0, int64_t b1, int ith) {
         if (part) memset(dacc, 0, (size_t)(C * kk) * sizeof(double));
         for (int64_t n = n0; n < n1; n++) {
             const float *gn = J->gy + n * Cop * npix;
+            if (n + 1 < n1) {
+                const int64_t HW = s->H * s->W;
+                prefetch_image(gn + Cop * npix, Cop * npix);
+                prefetch_image(D->x + (n + 1) * C * HW, C * HW);
+                if (D->gx && !D->gx_fresh) prefetch_image(D->gx + (n + 1) * C * HW, C * HW);
+            }
             if (need_gt) nr_gemm(1, 0, npix, C, Cop, 1.0f, gn, npix, J->wp, C, 0.0f, GT, C);
             for (int64_t c0 = 0; c0 < C; c0 += VL) {
                 if (part || partp) dwc_pack_group(D, P, n, c0);
@@ -2959,6 +2969,8 @@ static void sb_fwd1_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     float *P = nr_scratch(ith, D->scr), *T = P + pz;
     memset(P, 0, pz * sizeof(float));
     for (int64_t n = i0; n < i1; n++) {
+        const int64_t HW = D->s->H * D->s->W;
+        if (n + 1 < i1) prefetch_image(D->x + (n + 1) * C * HW, C * HW);
         for (int64_t c0 = 0; c0 < C; c0 += VL) {
             dwc_pack_group(D, P, n, c0);
             dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
@@ -2992,6 +3004,7 @@ static void sb_fwd2_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     float *P = nr_scratch(ith, D->scr), *T = P + pz, *tt = T + t;
     memset(P, 0, pz * sizeof(float));
     for (int64_t n = i0; n < i1; n++) {
+        if (n + 1 < i1) prefetch_image(J->y1 + (n + 1) * D->s->H * D->s->W * C, D->s->H * D->s->W * C);
         for (int64_t c0 = 0; c0 < C; c0 += VL) {
             sb_pack(J, P, n, c0);
             dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
@@ -3024,6 +3037,10 @@ static void sb_bwd2_task(void *ctx, int64_t b0, int64_t b1, int ith) {
         for (int64_t c = 0; c < 2 * C; c++) st[c] = 0.0;
         for (int64_t n = n0; n < n1; n++) {
             const float *gn = J->gy + n * Co * npix;
+            if (n + 1 < n1) {
+                prefetch_image(gn + Co * npix, Co * npix);
+                prefetch_image(J->y1 + (n + 1) * s->H * s->W * C, s->H * s->W * C);
+            }
             nr_gemm(1, 0, npix, C, Co, 1.0f, gn, npix, J->wp2, C, 0.0f, GT, C);
             for (int64_t c0 = 0; c0 < C; c0 += VL) {
                 sb_pack(J, P, n, c0);
@@ -3079,6 +3096,13 @@ static void sb_bwd1_task(void *ctx, int64_t b0, int64_t b1, int ith) {
         if (pd) memset(dacc, 0, (size_t)(C * kk) * sizeof(double));
         for (int64_t n = n0; n < n1; n++) {
             const float *gz = J->gz + n * npix * C, *y1 = J->y1 + n * npix * C;
+            if (n + 1 < n1) {
+                const int64_t HW = s->H * s->W;
+                prefetch_image(gz + npix * C, npix * C);
+                prefetch_image(y1 + npix * C, npix * C);
+                prefetch_image(D->x + (n + 1) * C * HW, C * HW);
+                if (D->gx && !D->gx_fresh) prefetch_image(D->gx + (n + 1) * C * HW, C * HW);
+            }
             for (int64_t c0 = 0; c0 < C; c0 += VL) {
                 const vf16 k0 = VLD(J->k + c0), k1 = VLD(J->k + C + c0), k2 = VLD(J->k + 2 * C + c0);
                 const vf16 m = VLD(J->mf + c0);

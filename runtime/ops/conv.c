@@ -2967,10 +2967,10 @@ static void sb_fwd1_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const int64_t C = J->C, npix = q->npix, kk = q->kk;
     const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL);
     float *P = nr_scratch(ith, D->scr), *T = P + pz;
+    const int64_t img = C * D->s->H * D->s->W; /* floats of an image of x */
     memset(P, 0, pz * sizeof(float));
     for (int64_t n = i0; n < i1; n++) {
-        const int64_t HW = D->s->H * D->s->W;
-        if (n + 1 < i1) prefetch_image(D->x + (n + 1) * C * HW, C * HW);
+        if (n + 1 < i1) prefetch_image(D->x + (n + 1) * img, img);
         for (int64_t c0 = 0; c0 < C; c0 += VL) {
             dwc_pack_group(D, P, n, c0);
             dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);
@@ -3002,9 +3002,10 @@ static void sb_fwd2_task(void *ctx, int64_t i0, int64_t i1, int ith) {
     const int64_t C = J->C, npix = q->npix, kk = q->kk;
     const size_t pz = (size_t)rup(q->Hp * q->Wp * VL, VL), t = (size_t)rup(npix * C, VL);
     float *P = nr_scratch(ith, D->scr), *T = P + pz, *tt = T + t;
+    const int64_t img = C * D->s->H * D->s->W; /* floats of an image of y1 */
     memset(P, 0, pz * sizeof(float));
     for (int64_t n = i0; n < i1; n++) {
-        if (n + 1 < i1) prefetch_image(J->y1 + (n + 1) * D->s->H * D->s->W * C, D->s->H * D->s->W * C);
+        if (n + 1 < i1) prefetch_image(J->y1 + (n + 1) * img, img);
         for (int64_t c0 = 0; c0 < C; c0 += VL) {
             sb_pack(J, P, n, c0);
             dwc_corr(P, q->pb, npix, D->wT + c0 * kk, q->toff, kk, (vf16){0}, T + c0, C);

@@ -9,9 +9,13 @@
 **
 **   ./build/nhwc_sep_proto [K]      (K = 3 or 5; 1 thread; AVX-512 only)
 **
+** The backward is timed twice: on NHWC tensors, and on NCHW tensors with
+** each image transposed into channel-last buffers on its way in and out
+** (what the same kernel would give inside today's NCHW engine).
+**
 ** Compare with the runtime on the same shape, [64,16,28,28]:
 **   ./build/nasrt bench/sep_segment.lua
-** Both kernels are checked against plain loops before they are timed.
+** Every kernel is checked against plain loops before it is timed.
 */
 #include <math.h>
 #include <stdio.h>
@@ -20,6 +24,8 @@
 #include <time.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
+
+#include "../runtime/ops/vec.h" /* tr16 */
 
 enum { N = 64, H = 28, W = 28, C = 16 };
 
@@ -160,71 +166,104 @@ static void fused(int K, const float *x, const float *wd, const float *wpT, floa
     _mm512_store_ps(st + C, s2);
 }
 
-/* The fused backward: per image, the ReLU'd input padded as in forward;
-   blocks of 4 pixels recompute the depthwise value, take dWp (its 16
-   rows in registers for the whole run), dt = Wp^T dy into a padded plane
-   and dWd; then dx as the correlation of dt with the kernel, masked by
-   x > 0.  dwd, dwpT are written. */
-static void fused_bwd(int K, const float *x, const float *wd, const float *wpr,
-                      const float *dy, float *dx, float *dwd, float *dwpT, float *pad, float *dtp) {
-    const int P = K / 2, WP = W + 2 * P, KK = K * K;
+/* The fused backward of one NHWC image: the ReLU'd input padded as in
+   forward; blocks of 4 pixels recompute the depthwise value, take dWp
+   (its 16 rows in registers, gw, across images), dt = Wp^T dy into a
+   padded plane and dWd; then dx as the correlation of dt with the
+   kernel, masked by x > 0. */
+static void bwd_image(int K, const float *xn, const float *wd, const float *wpr, const float *gn,
+                      float *dxn, float *dwd, __m512 *gw, float *pad, float *dtp) {
+    const int P = K / 2, WP = W + 2 * P;
+    fill_relu(pad, xn, P, WP);
+    for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w += 4) {
+            float t[4 * C] __attribute__((aligned(64)));
+            dw4(pad, wd, K, WP, h, w, t);
+            const float *g = gn + (h * W + w) * C;
+            __m512 d[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                           _mm512_setzero_ps()};
+            __m512 gv[4];
+            for (int u = 0; u < 4; u++) gv[u] = _mm512_load_ps(g + u * C);
+            for (int ci = 0; ci < C; ci++)
+                for (int u = 0; u < 4; u++) /* dWp^T[ci] (over co) += t[ci] dy */
+                    gw[ci] = _mm512_fmadd_ps(_mm512_set1_ps(t[u * C + ci]), gv[u], gw[ci]);
+            for (int co = 0; co < C; co++) {
+                __m512 wr = _mm512_load_ps(wpr + co * C); /* Wp[co][:] over ci */
+                for (int u = 0; u < 4; u++)
+                    d[u] = _mm512_fmadd_ps(_mm512_set1_ps(g[u * C + co]), wr, d[u]);
+            }
+            float *dr = dtp + ((h + P) * WP + w + P) * C;
+            for (int u = 0; u < 4; u++) _mm512_store_ps(dr + u * C, d[u]);
+            for (int kh = 0; kh < K; kh++) { /* dWd[tap] += dt * relu(x) shifted */
+                const float *r = pad + ((h + kh) * WP + w) * C;
+                for (int kw = 0; kw < K; kw++) {
+                    __m512 acc = _mm512_mul_ps(d[0], _mm512_load_ps(r + kw * C));
+                    for (int u = 1; u < 4; u++)
+                        acc = _mm512_fmadd_ps(d[u], _mm512_load_ps(r + (kw + u) * C), acc);
+                    float *q = dwd + (kh * K + kw) * C;
+                    _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), acc));
+                }
+            }
+        }
+    for (int h = 0; h < H; h++)
+        for (int w = 0; w < W; w += 4) {
+            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                           _mm512_setzero_ps()};
+            for (int kh = 0; kh < K; kh++) {
+                const float *r = dtp + ((h + 2 * P - kh) * WP + w + 2 * P) * C;
+                for (int kw = 0; kw < K; kw++) {
+                    __m512 wv = _mm512_load_ps(wd + (kh * K + kw) * C);
+                    for (int u = 0; u < 4; u++)
+                        a[u] = _mm512_fmadd_ps(_mm512_load_ps(r + (u - kw) * C), wv, a[u]);
+                }
+            }
+            for (int u = 0; u < 4; u++) {
+                const int p = h * W + w + u;
+                __mmask16 pos = _mm512_cmp_ps_mask(_mm512_load_ps(xn + p * C), _mm512_setzero_ps(), _CMP_GT_OQ);
+                _mm512_store_ps(dxn + p * C, _mm512_maskz_mov_ps(pos, a[u]));
+            }
+        }
+}
+
+/* One image [C][H*W] (NCHW) to [H*W][C] and back, 16x16 blocks
+   transposed in registers, as the runtime's channel-last engine packs. */
+static void tr_image(const float *src, float *dst, int to_cl) {
+    for (int q0 = 0; q0 < H * W; q0 += 16) { /* H * W % 16 == 0 */
+        __m512 r[16];
+        for (int j = 0; j < 16; j++)
+            r[j] = to_cl ? _mm512_loadu_ps(src + j * H * W + q0) : _mm512_load_ps(src + (q0 + j) * C);
+        tr16(r);
+        for (int j = 0; j < 16; j++)
+            if (to_cl)
+                _mm512_store_ps(dst + (q0 + j) * C, r[j]);
+            else
+                _mm512_storeu_ps(dst + j * H * W + q0, r[j]);
+    }
+}
+
+/* The fused backward over the batch: dx written, dwd and dwpT written.
+   nchw: x, dy and dx are NCHW, and each image goes through the per-image
+   buffers xt, gt, dxt (channel-last, in L2) on its way in and out -- the
+   fused kernel inside today's engine, whose tensors are NCHW. */
+static void fused_bwd(int K, const float *x, const float *wd, const float *wpr, const float *dy,
+                      float *dx, float *dwd, float *dwpT, float *pad, float *dtp, int nchw,
+                      float *xt, float *gt, float *dxt) {
+    const int P = K / 2, WP = W + 2 * P;
     __m512 gw[C];
     for (int i = 0; i < C; i++) gw[i] = _mm512_setzero_ps();
     memset(pad, 0, sizeof(float) * (size_t)(H + 2 * P) * WP * C);
     memset(dtp, 0, sizeof(float) * (size_t)(H + 2 * P) * WP * C);
-    memset(dwd, 0, sizeof(float) * (size_t)KK * C);
+    memset(dwd, 0, sizeof(float) * (size_t)K * K * C);
     for (int n = 0; n < N; n++) {
-        const float *xn = x + (size_t)n * H * W * C, *gn = dy + (size_t)n * H * W * C;
-        fill_relu(pad, xn, P, WP);
-        for (int h = 0; h < H; h++)
-            for (int w = 0; w < W; w += 4) {
-                float t[4 * C] __attribute__((aligned(64)));
-                dw4(pad, wd, K, WP, h, w, t);
-                const float *g = gn + (h * W + w) * C;
-                __m512 d[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                               _mm512_setzero_ps()};
-                __m512 gv[4];
-                for (int u = 0; u < 4; u++) gv[u] = _mm512_load_ps(g + u * C);
-                for (int ci = 0; ci < C; ci++)
-                    for (int u = 0; u < 4; u++) /* dWp^T[ci] (over co) += t[ci] dy */
-                        gw[ci] = _mm512_fmadd_ps(_mm512_set1_ps(t[u * C + ci]), gv[u], gw[ci]);
-                for (int co = 0; co < C; co++) {
-                    __m512 wr = _mm512_load_ps(wpr + co * C); /* Wp[co][:] over ci */
-                    for (int u = 0; u < 4; u++)
-                        d[u] = _mm512_fmadd_ps(_mm512_set1_ps(g[u * C + co]), wr, d[u]);
-                }
-                float *dr = dtp + ((h + P) * WP + w + P) * C;
-                for (int u = 0; u < 4; u++) _mm512_store_ps(dr + u * C, d[u]);
-                for (int kh = 0; kh < K; kh++) { /* dWd[tap] += dt * relu(x) shifted */
-                    const float *r = pad + ((h + kh) * WP + w) * C;
-                    for (int kw = 0; kw < K; kw++) {
-                        __m512 acc = _mm512_mul_ps(d[0], _mm512_load_ps(r + kw * C));
-                        for (int u = 1; u < 4; u++)
-                            acc = _mm512_fmadd_ps(d[u], _mm512_load_ps(r + (kw + u) * C), acc);
-                        float *q = dwd + (kh * K + kw) * C;
-                        _mm512_store_ps(q, _mm512_add_ps(_mm512_load_ps(q), acc));
-                    }
-                }
-            }
-        float *dxn = dx + (size_t)n * H * W * C;
-        for (int h = 0; h < H; h++)
-            for (int w = 0; w < W; w += 4) {
-                __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                               _mm512_setzero_ps()};
-                for (int kh = 0; kh < K; kh++) {
-                    const float *r = dtp + ((h + 2 * P - kh) * WP + w + 2 * P) * C;
-                    for (int kw = 0; kw < K; kw++) {
-                        __m512 wv = _mm512_load_ps(wd + (kh * K + kw) * C);
-                        for (int u = 0; u < 4; u++)
-                            a[u] = _mm512_fmadd_ps(_mm512_load_ps(r + (u - kw) * C), wv, a[u]);
-                    }
-                }
-                for (int u = 0; u < 4; u++) {
-                    const int p = h * W + w + u;
-                    __mmask16 pos = _mm512_cmp_ps_mask(_mm512_load_ps(xn + p * C), _mm512_setzero_ps(), _CMP_GT_OQ);
-                    _mm512_store_ps(dxn + p * C, _mm512_maskz_mov_ps(pos, a[u]));
-                }
-            }
+        const size_t o = (size_t)n * H * W * C;
+        if (nchw) {
+            tr_image(x + o, xt, 1);
+            tr_image(dy + o, gt, 1);
+            bwd_image(K, xt, wd, wpr, gt, dxt, dwd, gw, pad, dtp);
+            tr_image(dxt, dx + o, 0);
+        } else {
+            bwd_image(K, x + o, wd, wpr, dy + o, dx + o, dwd, gw, pad, dtp);
+        }
     }
     for (int i = 0; i < C; i++) _mm512_store_ps(dwpT + i * C, gw[i]);
 }
@@ -277,25 +316,46 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sz; i++) dy[i] = (float)rand() / (float)RAND_MAX - 0.5f;
     for (int ci = 0; ci < C; ci++)
         for (int co = 0; co < C; co++) wpr[co * C + ci] = wpT[ci * C + co];
-    fused_bwd(K, x, wd, wpr, dy, dx, dwd, dwpT, pad, dtp);
     reference_bwd(K, 0, N, x, wd, wpT, dy, dxr, rdwd, rdwp);
-    err = 0, serr = 0;
-    for (size_t i = 0; i < sz; i++) err = fmax(err, fabs(dx[i] - dxr[i]));
-    for (int i = 0; i < K * K * C; i++) serr = fmax(serr, fabs(dwd[i] - rdwd[i]) / (fabs(rdwd[i]) + 1));
-    for (int i = 0; i < C * C; i++) serr = fmax(serr, fabs(dwpT[i] - rdwp[i]) / (fabs(rdwp[i]) + 1));
-    if (err > 1e-4 || serr > 1e-4) {
-        fprintf(stderr, "nhwc_sep_proto: wrong gradients (max |dx| %g, weights rel %g)\n", err, serr);
-        return 1;
+    /* the same backward with NCHW tensors: x, dy in NCHW, dx back */
+    float *xc = aligned_alloc(64, sz * sizeof(float)), *gc = aligned_alloc(64, sz * sizeof(float));
+    float *dxc = aligned_alloc(64, sz * sizeof(float)), *xt = aligned_alloc(64, H * W * C * sizeof(float));
+    float *gt = aligned_alloc(64, H * W * C * sizeof(float)), *dxt = aligned_alloc(64, H * W * C * sizeof(float));
+    if (!xc || !gc || !dxc || !xt || !gt || !dxt) return 1;
+    for (int n = 0; n < N; n++) {
+        tr_image(x + (size_t)n * H * W * C, xc + (size_t)n * H * W * C, 0);
+        tr_image(dy + (size_t)n * H * W * C, gc + (size_t)n * H * W * C, 0);
     }
-    best = 1e9;
-    for (int r = 0; r < 20; r++) {
-        double t0 = now();
-        fused_bwd(K, x, wd, wpr, dy, dx, dwd, dwpT, pad, dtp);
-        double t = now() - t0;
-        if (t < best) best = t;
+    for (int nchw = 0; nchw < 2; nchw++) {
+        const float *xi = nchw ? xc : x, *gi = nchw ? gc : dy;
+        float *dxo = nchw ? dxc : dx;
+        fused_bwd(K, xi, wd, wpr, gi, dxo, dwd, dwpT, pad, dtp, nchw, xt, gt, dxt);
+        err = 0, serr = 0;
+        for (int n = 0; n < N; n++) {
+            const size_t o = (size_t)n * H * W * C;
+            const float *d = dx + o;
+            if (nchw) tr_image(dxc + o, dxt, 1), d = dxt;
+            for (int i = 0; i < H * W * C; i++) err = fmax(err, fabs(d[i] - dxr[o + i]));
+        }
+        for (int i = 0; i < K * K * C; i++) serr = fmax(serr, fabs(dwd[i] - rdwd[i]) / (fabs(rdwd[i]) + 1));
+        for (int i = 0; i < C * C; i++) serr = fmax(serr, fabs(dwpT[i] - rdwp[i]) / (fabs(rdwp[i]) + 1));
+        if (err > 1e-4 || serr > 1e-4) {
+            fprintf(stderr, "nhwc_sep_proto: wrong gradients (%s; max |dx| %g, weights rel %g)\n",
+                    nchw ? "nchw" : "nhwc", err, serr);
+            return 1;
+        }
+        best = 1e9;
+        for (int r = 0; r < 20; r++) {
+            double t0 = now();
+            fused_bwd(K, xi, wd, wpr, gi, dxo, dwd, dwpT, pad, dtp, nchw, xt, gt, dxt);
+            double t = now() - t0;
+            if (t < best) best = t;
+        }
+        printf("%s fused backward (dx, dWd, dWp) [64,28,28,16]: %.3f ms  %.1f GFLOP/s"
+               "  (checked: max |dx - ref| %.1e, weights rel %.1e)\n",
+               nchw ? "nchw tensors, packed per image:" : "nhwc", best * 1e3, 2 * flop / best / 1e9,
+               err, serr);
     }
-    printf("nhwc fused backward (dx, dWd, dWp) [64,28,28,16]: %.3f ms  %.1f GFLOP/s"
-           "  (checked: max |dx - ref| %.1e, weights rel %.1e)\n", best * 1e3, 2 * flop / best / 1e9, err, serr);
     return 0;
 }
 #else
